@@ -1,0 +1,76 @@
+"""container_messaging: Ecotone's Distributed Bus for Python, in a dependency-injection container, over kombu.
+
+The public API, re-exported; every name is defined in the module that owns the concept.
+"""
+
+from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
+from container_messaging.config import Settings, load_settings
+from container_messaging.consumer import RunOptions, RunResult
+from container_messaging.container import MessagingContainer
+from container_messaging.conversion import Converter
+from container_messaging.distributed import DistributedBus
+from container_messaging.errors import (
+    AmbiguousDependencyError,
+    ConfigurationError,
+    ContainerError,
+    ConversionError,
+    DistributionError,
+    EndpointError,
+    HandlerDefinitionError,
+    MessageHandlingError,
+    MessagingError,
+    MissingDependencyError,
+    MissingHeaderError,
+    NoHandlerError,
+    ScanError,
+    TransportError,
+    UnroutableMessageError,
+    UnsupportedMediaTypeError,
+)
+from container_messaging.markers import (
+    command_handler,
+    distributed,
+    event_handler,
+    query_handler,
+    service_activator,
+)
+from container_messaging.messages import Header, Headers, MediaType, Message
+
+__all__ = [
+    "AmbiguousDependencyError",
+    "CommandBus",
+    "ConfigurationError",
+    "ContainerError",
+    "ConversionError",
+    "Converter",
+    "DistributedBus",
+    "DistributionError",
+    "EndpointError",
+    "EventBus",
+    "HandlerDefinitionError",
+    "Header",
+    "Headers",
+    "MediaType",
+    "Message",
+    "MessageChannels",
+    "MessageHandlingError",
+    "MessagingContainer",
+    "MessagingError",
+    "MissingDependencyError",
+    "MissingHeaderError",
+    "NoHandlerError",
+    "QueryBus",
+    "RunOptions",
+    "RunResult",
+    "ScanError",
+    "Settings",
+    "TransportError",
+    "UnroutableMessageError",
+    "UnsupportedMediaTypeError",
+    "command_handler",
+    "distributed",
+    "event_handler",
+    "load_settings",
+    "query_handler",
+    "service_activator",
+]

@@ -1,0 +1,122 @@
+"""The in-process buses: ``CommandBus``, ``QueryBus`` and ``EventBus`` (Ecotone's gateways, in snake_case).
+
+Every message sent from inside a handler keeps the handled message's ``correlationId`` and user metadata and gets
+``parentId`` = the handled message's id (see :func:`container_messaging.messages.Message.create`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from container_messaging.errors import NoHandlerError
+from container_messaging.invocation import Handler, current_message
+from container_messaging.markers import HandlerKind
+from container_messaging.messages import MediaType, Message
+from container_messaging.routing import RoutingTable
+
+__all__ = ["CommandBus", "EventBus", "MessageChannels", "QueryBus"]
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _message(payload: Any, media_type: str, metadata: Mapping[str, Any] | None) -> Message:
+    return Message.create(payload, media_type, metadata, current_message.get())
+
+
+class _GatewayBus:
+    _kind: HandlerKind
+
+    def __init__(self, routes: RoutingTable) -> None:
+        self._routes = routes
+
+    def _send(self, payload: object, metadata: Mapping[str, Any] | None) -> Any:
+        handler = self._routes.by_class(self._kind, type(payload))
+        if handler is None:
+            raise NoHandlerError(f"no {self._kind.value} handler for class {_name(type(payload))}")
+        return handler(_message(payload, MediaType.PYTHON_OBJECT, metadata))
+
+    def _send_with_routing(self, routing_key: str, payload: Any, media_type: str,
+                           metadata: Mapping[str, Any] | None) -> Any:
+        return self.dispatch(routing_key, _message(payload, media_type, metadata))
+
+    def handler_for(self, routing_key: str) -> Handler:
+        handler = self._routes.by_key(self._kind, routing_key)
+        if handler is None:
+            raise NoHandlerError(f"no {self._kind.value} handler for routing key {routing_key!r}")
+        return handler
+
+    def dispatch(self, routing_key: str, message: Message) -> Any:
+        """Runs the handler of ``routing_key`` with an already-built message (used by the distributed side)."""
+        return self.handler_for(routing_key)(message)
+
+
+class CommandBus(_GatewayBus):
+    """Sends a command to its one handler, by the command's class or by routing key."""
+
+    _kind = HandlerKind.COMMAND
+
+    def send(self, command: object, metadata: Mapping[str, Any] | None = None) -> Any:
+        return self._send(command, metadata)
+
+    def send_with_routing(self, routing_key: str, command: Any = None,
+                          media_type: str = MediaType.PYTHON_OBJECT,
+                          metadata: Mapping[str, Any] | None = None) -> Any:
+        return self._send_with_routing(routing_key, command, media_type, metadata)
+
+
+class QueryBus(_GatewayBus):
+    """Sends a query to its one handler and returns the handler's result."""
+
+    _kind = HandlerKind.QUERY
+
+    def send(self, query: object, metadata: Mapping[str, Any] | None = None) -> Any:
+        return self._send(query, metadata)
+
+    def send_with_routing(self, routing_key: str, query: Any = None,
+                          media_type: str = MediaType.PYTHON_OBJECT,
+                          metadata: Mapping[str, Any] | None = None) -> Any:
+        return self._send_with_routing(routing_key, query, media_type, metadata)
+
+
+class EventBus:
+    """Publishes an event to every handler of its class or routing key (zero or more)."""
+
+    def __init__(self, routes: RoutingTable) -> None:
+        self._routes = routes
+
+    def publish(self, event: object, metadata: Mapping[str, Any] | None = None) -> None:
+        message = _message(event, MediaType.PYTHON_OBJECT, metadata)
+        for handler in self._routes.events_for_class(type(event)):
+            handler(message)
+
+    def publish_with_routing(self, routing_key: str, event: Any = None,
+                             media_type: str = MediaType.PYTHON_OBJECT,
+                             metadata: Mapping[str, Any] | None = None) -> None:
+        self.dispatch(routing_key, _message(event, media_type, metadata))
+
+    def dispatch(self, routing_key: str, message: Message) -> int:
+        """Runs every handler matching ``routing_key``; returns how many ran."""
+        handlers = self._routes.events_for_key(routing_key)
+        for handler in handlers:
+            handler(message)
+        return len(handlers)
+
+
+class MessageChannels:
+    """Named channels, each consumed by one ``@service_activator``."""
+
+    def __init__(self, routes: RoutingTable) -> None:
+        self._routes = routes
+
+    def send(self, channel: str, payload: Any, media_type: str = MediaType.PYTHON_OBJECT,
+             metadata: Mapping[str, Any] | None = None) -> Any:
+        return self.dispatch(channel, _message(payload, media_type, metadata))
+
+    def dispatch(self, channel: str, message: Message) -> Any:
+        handler = self._routes.channel(channel)
+        if handler is None:
+            raise NoHandlerError(f"no service activator for channel {channel!r}")
+        return handler(message)

@@ -1,0 +1,750 @@
+"""Payload conversion: wire bytes <-> Python objects, with strict types and errors that name every bad field.
+
+One :class:`Converter` belongs to one messaging container; it owns its own ``cattrs.Converter`` and shares no
+state with any other ``Converter`` in the process.
+
+* :meth:`Converter.plan` runs once per handler at boot. It inspects the handler's payload type and fetches the
+  cattrs structure hook; the :class:`PayloadPlan` it returns only decodes and structures on every message.
+* :meth:`Converter.to_wire` serializes an outgoing payload; :meth:`Converter.decode` parses incoming bytes.
+  Only ``application/json``, ``text/plain`` and ``application/octet-stream`` cross the wire. pickle, YAML,
+  msgpack, PHP or Java serialized bodies are refused and never decoded.
+
+Types are checked, not coerced: ``"3"`` is not an ``int``, ``2.9`` is not an ``int``, ``true`` is not an
+``int``, ``1`` is not a ``str``; an ``int`` is accepted for a ``float``. JSON keys are camelCase by default
+(``person_id`` <-> ``personId``), in nested classes too. In-process dicts given for a class use the same keys
+as the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import date, datetime
+from enum import Enum
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.cols import list_structure_factory, mapping_structure_factory
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    StructureHandlerNotFoundError,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from .errors import ConversionError, UnsupportedMediaTypeError
+from .messages import MediaType
+
+__all__ = ["Converter", "PayloadPlan"]
+
+_JSON: Final = MediaType.APPLICATION_JSON
+_TEXT: Final = MediaType.TEXT_PLAIN
+_OCTET: Final = MediaType.OCTET_STREAM
+_PYOBJ: Final = MediaType.PYTHON_OBJECT
+#: content types that are already in base form: the hot path skips parsing them
+_BASE_FORMS: Final = frozenset({_JSON, _TEXT, _OCTET, _PYOBJ})
+
+#: content types whose decoding could run code or build arbitrary objects: never decoded, whatever the target
+_UNSAFE: Final = frozenset(
+    {
+        "application/x-python-serialize",
+        "application/x-pickle",
+        "application/python-pickle",
+        "application/pickle",
+        "application/x-yaml",
+        "application/yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "application/x-msgpack",
+        "application/msgpack",
+        "application/vnd.msgpack",
+        "application/x-php",
+        "application/x-php-serialized",
+        "application/vnd.php.serialized",
+        "application/x-java-serialized-object",
+        "application/x-marshal",
+    }
+)
+_UNSAFE_MARKERS: Final = ("pickle", "yaml", "msgpack", "serialize", "marshal")
+
+_ANY_TARGETS: Final = (inspect.Parameter.empty, Any, object)
+_MAPPING_ORIGINS: Final = (dict, Mapping, MutableMapping)
+_LIST_ORIGINS: Final = (list, Sequence, MutableSequence)
+_SET_ORIGINS: Final = (set, MutableSet)
+_FROZENSET_ORIGINS: Final = (frozenset, AbstractSet)
+_PRIMITIVES: Final = (int, float, str, bool)
+_NONE_TYPE: Final = type(None)
+_ENUM_VALUES_SHOWN: Final = 10
+
+
+# --------------------------------------------------------------------------------------------- strict hooks
+
+
+class _Mismatch(TypeError):
+    """A value of the wrong JSON type or shape, raised by the strict hooks; ``description`` is the error text."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def _expected(label: str) -> _Mismatch:
+    return _Mismatch(f"invalid value for type, expected {label}")
+
+
+def _structure_int(value: Any, _: Any) -> Any:
+    if value.__class__ is int or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _expected("int")
+
+
+def _structure_float(value: Any, _: Any) -> Any:
+    if value.__class__ is float:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _expected("float")
+
+
+def _structure_str(value: Any, _: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    raise _expected("str")
+
+
+def _structure_bool(value: Any, _: Any) -> Any:
+    if value is True or value is False:
+        return value
+    raise _expected("bool")
+
+
+def _structure_datetime(value: Any, _: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _expected("datetime (ISO 8601 text)")
+
+
+def _structure_date(value: Any, _: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _expected("date (ISO 8601 text)")
+
+
+def _structure_uuid(value: Any, _: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise _expected("UUID (text)")
+
+
+def _unserializable(value: Any) -> Any:
+    """``json.dumps(default=...)``: name the type that cannot be serialized."""
+    cls = type(value)
+    raise TypeError(f"{cls.__module__}.{cls.__qualname__} is not JSON serializable")
+
+
+def _camel(name: str) -> str:
+    """``person_id`` -> ``personId``; leading underscores are kept."""
+    stripped = name.lstrip("_")
+    head, *rest = stripped.split("_")
+    return name[: len(name) - len(stripped)] + head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _is_structured_class(tp: Any) -> bool:
+    """An attrs class or a dataclass, plain or parametrized (``Box[int]``)."""
+    cls = get_origin(tp) or tp
+    return isinstance(cls, type) and (attrs.has(cls) or dataclasses.is_dataclass(cls))
+
+
+def _is_bare(tp: Any) -> bool:
+    return all(arg is Any for arg in get_args(tp))
+
+
+def _is_sequence_form(tp: Any) -> bool:
+    origin = get_origin(tp) or tp
+    if origin is tuple:
+        args = get_args(tp)
+        return not args or (len(args) == 2 and args[1] is Ellipsis)
+    return origin in _LIST_ORIGINS or origin in _SET_ORIGINS or origin in _FROZENSET_ORIGINS or origin is deque
+
+
+def _is_mapping_form(tp: Any) -> bool:
+    return (get_origin(tp) or tp) in _MAPPING_ORIGINS
+
+
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Enum)
+
+
+def _is_primitive_union(tp: Any) -> bool:
+    """A union with at least one member the strict union hook checks itself (a primitive, None or a Literal)."""
+    if get_origin(tp) is not Union and type(tp).__name__ != "UnionType":
+        return False
+    return any(arg in _PRIMITIVES or arg is _NONE_TYPE or get_origin(arg) is Literal for arg in get_args(tp))
+
+
+def _label(tp: Any) -> str:
+    """A short name for a type in field errors: ``int``, ``Customer``, ``list[int]``."""
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return repr(tp).replace("typing.", "")
+
+
+def _describe_target(tp: Any) -> str:
+    """The target named in a conversion error: ``billing.ChangeBillingDetails``, ``int``, ``list[int]``."""
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__qualname__ if tp.__module__ == "builtins" else f"{tp.__module__}.{tp.__qualname__}"
+    if tp is inspect.Parameter.empty:
+        return "Any"
+    return repr(tp).replace("typing.", "")
+
+
+def _describe_error(exc: BaseException, tp: Any) -> str:
+    """One leaf error, in cattrs' ``transform_error`` wording."""
+    if isinstance(exc, _Mismatch):
+        return exc.description
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"extra fields found ({', '.join(sorted(map(str, exc.extra_fields)))})"
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, AttributeError) and "has no attribute 'items'" in str(exc):
+        return "expected an object"
+    if tp is not None and isinstance(exc, (TypeError, ValueError)):
+        return f"invalid value for type, expected {_label(tp)} ({exc})"
+    return f"invalid value ({exc})" if str(exc) else f"invalid value ({type(exc).__name__})"
+
+
+# --------------------------------------------------------------------------------------------- wire decoding
+
+
+def _text_of(body: Any, ct: str) -> str:
+    """The body as text: bytes are decoded as UTF-8 (strictly), text is returned as is."""
+    if isinstance(body, str):
+        return body
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConversionError(f"cannot decode {ct} payload", (f"invalid UTF-8: {exc}",)) from None
+    raise ConversionError(f"cannot decode {ct} payload", (f"expected bytes or str, got {type(body).__qualname__}",))
+
+
+def _bytes_of(body: Any, ct: str) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConversionError(f"cannot decode {ct} payload", (f"invalid text: {exc}",)) from None
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise ConversionError(f"cannot decode {ct} payload", (f"expected bytes or str, got {type(body).__qualname__}",))
+
+
+def _load_json(body: Any, ct: str) -> Any:
+    """Parse a JSON body (UTF-8 bytes or text); ``ct`` is named in the error."""
+    text = _text_of(body, ct)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        detail = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
+    except (ValueError, RecursionError) as exc:  # too many digits, nested too deeply
+        detail = f"invalid JSON: {exc}"
+    raise ConversionError(f"cannot decode {ct} payload", (detail,))
+
+
+def _refuse(ct: str, content_type: str) -> UnsupportedMediaTypeError:
+    shown = content_type.strip() or "(none)"
+    if ct in _UNSAFE or any(marker in ct for marker in _UNSAFE_MARKERS):
+        return UnsupportedMediaTypeError(
+            f"content type {shown!r} is refused for safety: decoding it could run code or build arbitrary "
+            f"objects; send {_JSON}, {_TEXT} or {_OCTET}"
+        )
+    return UnsupportedMediaTypeError(f"unsupported content type {shown!r}; supported: {_JSON}, {_TEXT}, {_OCTET}")
+
+
+def _base(content_type: str) -> str:
+    return content_type if content_type in _BASE_FORMS else MediaType.base(content_type)
+
+
+# --------------------------------------------------------------------------------------------- the plan
+
+
+class PayloadPlan:
+    """Converts one message payload to one target type; built once by :meth:`Converter.plan`.
+
+    ``plan(payload, content_type)`` returns the converted payload or raises :class:`ConversionError`
+    (:class:`UnsupportedMediaTypeError` for a content type that is unknown or refused).
+    """
+
+    __slots__ = ("_convert", "target")
+
+    def __init__(self, target: Any, convert: Callable[[Any, str], Any]) -> None:
+        self.target = target
+        self._convert = convert
+
+    def __call__(self, payload: Any, content_type: str) -> Any:
+        return self._convert(payload, content_type)
+
+    def __repr__(self) -> str:
+        return f"PayloadPlan({_describe_target(self.target)})"
+
+
+class Converter:
+    """Converts payloads for one messaging container (see the module documentation)."""
+
+    def __init__(self, *, camel_case: bool = True, forbid_unknown_keys: bool = False) -> None:
+        self.camel_case = camel_case
+        self.forbid_unknown_keys = forbid_unknown_keys
+        #: attribute name -> wire key, per attrs class / dataclass (filled when its hooks are generated)
+        self._wire_names: dict[type, dict[str, str]] = {}
+        self._plans: dict[Any, PayloadPlan] = {}
+        c = cattrs.Converter(
+            detailed_validation=True,
+            forbid_extra_keys=forbid_unknown_keys,
+            unstruct_collection_overrides={AbstractSet: list},
+        )
+        for cls, hook in (
+            (int, _structure_int),
+            (float, _structure_float),
+            (str, _structure_str),
+            (bool, _structure_bool),
+            (datetime, _structure_datetime),
+            (date, _structure_date),
+            (uuid.UUID, _structure_uuid),
+        ):
+            c.register_structure_hook(cls, hook)
+        c.register_unstructure_hook(datetime, datetime.isoformat)
+        c.register_unstructure_hook(date, date.isoformat)
+        c.register_unstructure_hook(uuid.UUID, str)
+        c.register_structure_hook_factory(_is_enum, self._enum_hook)
+        c.register_structure_hook_factory(_is_primitive_union, self._union_hook)
+        c.register_structure_hook_factory(_is_sequence_form, self._sequence_hook)
+        c.register_structure_hook_factory(_is_mapping_form, self._mapping_hook)
+        c.register_structure_hook_factory(_is_structured_class, self._class_structure_hook)
+        c.register_unstructure_hook_factory(_is_structured_class, self._class_unstructure_hook)
+        self._cattrs = c
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def plan(self, target: Any) -> PayloadPlan:
+        """The conversion of payloads to ``target`` (a handler's payload annotation), prepared once."""
+        try:
+            cached = self._plans.get(target)
+        except TypeError:  # an unhashable annotation: plan it without caching
+            return self._build_plan(target)
+        if cached is None:
+            cached = self._plans[target] = self._build_plan(target)
+        return cached
+
+    def to_python(self, payload: Any, content_type: str, target: Any) -> Any:
+        """``plan(target)(payload, content_type)``."""
+        return self.plan(target)(payload, content_type)
+
+    def to_wire(self, obj: Any, media_type: str = _JSON) -> tuple[bytes, str]:
+        """Serialize ``obj`` for sending: ``(body, content_type)``."""
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return bytes(obj), media_type
+        ct = MediaType.base(media_type)
+        problem = f"cannot serialize {self.type_name(obj)} as {ct}"
+        if ct == _JSON:
+            try:
+                data = self._cattrs.unstructure(obj)
+                text = json.dumps(
+                    data, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_unserializable
+                )
+                return text.encode("utf-8"), media_type
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ConversionError(problem, (str(exc),)) from exc
+        if ct == _TEXT:
+            if not isinstance(obj, str):
+                raise ConversionError(problem, (f"{_TEXT} needs a str payload",))
+            try:
+                return obj.encode("utf-8"), media_type
+            except UnicodeEncodeError as exc:
+                raise ConversionError(problem, (str(exc),)) from exc
+        if ct == _OCTET:
+            raise ConversionError(problem, (f"{_OCTET} needs a bytes payload",))
+        raise _refuse(ct, media_type)
+
+    def decode(self, body: bytes | str, content_type: str) -> Any:
+        """Wire body -> Python: JSON -> its value, text/plain -> str, application/octet-stream -> bytes."""
+        ct = _base(content_type)
+        if ct == _JSON:
+            return _load_json(body, ct)
+        if ct == _TEXT:
+            return _text_of(body, ct)
+        if ct == _OCTET:
+            return _bytes_of(body, ct)
+        raise _refuse(ct, content_type)
+
+    def unstructure(self, obj: Any) -> Any:
+        """attrs / dataclass instances (and containers of them) -> JSON-ready data with wire key names."""
+        try:
+            return self._cattrs.unstructure(obj)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ConversionError(f"cannot unstructure {self.type_name(obj)}", (str(exc),)) from exc
+
+    def type_name(self, obj: Any) -> str:
+        """``module.QualName`` of ``obj``'s class (of ``obj`` itself when it is a class), for ``__TypeId__``."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    # ------------------------------------------------------------------------------------------ planning
+
+    def _build_plan(self, target: Any) -> PayloadPlan:
+        if get_origin(target) is Annotated:
+            return PayloadPlan(target, self._build_plan(get_args(target)[0])._convert)
+        if isinstance(target, str):
+            raise ConversionError(
+                f"cannot plan a conversion to the unresolved annotation {target!r}",
+                ("resolve the handler's annotations (typing.get_type_hints) before planning",),
+            )
+        if target in _ANY_TARGETS:
+            return PayloadPlan(target, self._plan_any())
+        if target is str:
+            return PayloadPlan(target, self._plan_str())
+        if target is bytes:
+            return PayloadPlan(target, self._plan_bytes())
+        try:
+            hook = self._cattrs.get_structure_hook(target)
+        except StructureHandlerNotFoundError as exc:
+            raise ConversionError(
+                f"no conversion to {_describe_target(target)}",
+                (
+                    "it is not an attrs class or dataclass and no converter knows it; use an attrs class or "
+                    "dataclass, a primitive, a collection of those, or annotate the parameter with dict, str or bytes",
+                ),
+            ) from exc
+        except Exception as exc:
+            raise ConversionError(f"no conversion to {_describe_target(target)}", (str(exc),)) from exc
+        if _is_structured_class(target):
+            return PayloadPlan(target, self._plan_class(target, hook))
+        if _is_mapping_form(target) or _is_sequence_form(target):
+            return PayloadPlan(target, self._plan_collection(target, hook))
+        return PayloadPlan(target, self._plan_other(target, hook))
+
+    def _failure(self, ct: str, target: Any, errors: tuple[str, ...]) -> ConversionError:
+        return ConversionError(f"cannot convert {ct} payload to {_describe_target(target)}", errors)
+
+    def _structure_failure(self, ct: str, target: Any, exc: Exception) -> ConversionError:
+        return self._failure(ct, target, tuple(self._error_lines(exc, "$", None)))
+
+    def _plan_any(self) -> Callable[[Any, str], Any]:
+        decode = self.decode
+        failure = self._failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            if content_type == _PYOBJ or _base(content_type) == _PYOBJ:
+                return payload
+            try:
+                return decode(payload, content_type)
+            except UnsupportedMediaTypeError:
+                raise
+            except ConversionError as exc:
+                raise failure(_base(content_type), Any, exc.errors) from None
+
+        return convert
+
+    def _plan_str(self) -> Callable[[Any, str], Any]:
+        failure = self._failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            ct = _base(content_type)
+            if ct == _PYOBJ:
+                if isinstance(payload, str):
+                    return payload
+                raise failure(ct, str, ("invalid value for type, expected str @ $",))
+            if ct not in MediaType.WIRE:
+                raise _refuse(ct, content_type)
+            try:
+                return _text_of(payload, ct)
+            except ConversionError as exc:
+                raise failure(ct, str, exc.errors) from None
+
+        return convert
+
+    def _plan_bytes(self) -> Callable[[Any, str], Any]:
+        failure = self._failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            ct = _base(content_type)
+            if ct == _PYOBJ:
+                if isinstance(payload, (bytes, bytearray, memoryview, str)):
+                    return _bytes_of(payload, ct)
+                raise failure(ct, bytes, ("invalid value for type, expected bytes @ $",))
+            if ct not in MediaType.WIRE:
+                raise _refuse(ct, content_type)
+            try:
+                return _bytes_of(payload, ct)
+            except ConversionError as exc:
+                raise failure(ct, bytes, exc.errors) from None
+
+        return convert
+
+    def _wire_data(self, payload: Any, content_type: str, ct: str, target: Any) -> Any:
+        """A wire payload for a structured target: JSON, also when sent as text/plain or octet-stream."""
+        if ct not in MediaType.WIRE:
+            raise _refuse(ct, content_type)
+        try:
+            return _load_json(payload, ct)
+        except ConversionError as exc:
+            raise self._failure(ct, target, exc.errors) from None
+
+    def _plan_class(self, target: Any, hook: Callable[[Any, Any], Any]) -> Callable[[Any, str], Any]:
+        cls = get_origin(target) or target
+        wire_data = self._wire_data
+        failure = self._failure
+        structure_failure = self._structure_failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            ct = _base(content_type)
+            if ct == _PYOBJ:
+                if isinstance(payload, cls):
+                    return payload
+                if not isinstance(payload, Mapping):
+                    got = type(payload).__qualname__
+                    raise failure(ct, target, (f"expected {cls.__name__} or a mapping, got {got} @ $",))
+                data = payload
+            else:
+                data = wire_data(payload, content_type, ct, target)
+                if not isinstance(data, dict):
+                    raise failure(ct, target, ("expected an object @ $",))
+            try:
+                return hook(data, target)
+            except Exception as exc:
+                raise structure_failure(ct, target, exc) from exc
+
+        return convert
+
+    def _plan_collection(self, target: Any, hook: Callable[[Any, Any], Any]) -> Callable[[Any, str], Any]:
+        origin = get_origin(target) or target
+        if _is_mapping_form(target):
+            shape: tuple[type, ...] = (dict,)
+            in_process: tuple[type, ...] = (Mapping,)
+            expected = "expected an object @ $"
+        else:
+            shape = (list,)
+            in_process = (list, tuple)
+            if origin in _SET_ORIGINS or origin in _FROZENSET_ORIGINS:
+                in_process = (list, tuple, set, frozenset)
+            expected = "expected an array @ $"
+        as_is = _is_bare(target) and (origin in _MAPPING_ORIGINS or origin in _LIST_ORIGINS)
+        wire_data = self._wire_data
+        failure = self._failure
+        structure_failure = self._structure_failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            ct = _base(content_type)
+            if ct == _PYOBJ:
+                if not isinstance(payload, in_process):
+                    raise failure(ct, target, (expected,))
+            else:
+                payload = wire_data(payload, content_type, ct, target)
+                if not isinstance(payload, shape):
+                    raise failure(ct, target, (expected,))
+            if as_is:
+                return payload
+            try:
+                return hook(payload, target)
+            except Exception as exc:
+                raise structure_failure(ct, target, exc) from exc
+
+        return convert
+
+    def _plan_other(self, target: Any, hook: Callable[[Any, Any], Any]) -> Callable[[Any, str], Any]:
+        exact = target if isinstance(target, type) else None
+        wire_data = self._wire_data
+        structure_failure = self._structure_failure
+
+        def convert(payload: Any, content_type: str) -> Any:
+            ct = _base(content_type)
+            if ct == _PYOBJ:
+                if payload.__class__ is exact:
+                    return payload
+            else:
+                payload = wire_data(payload, content_type, ct, target)
+            try:
+                return hook(payload, target)
+            except Exception as exc:
+                raise structure_failure(ct, target, exc) from exc
+
+        return convert
+
+    # ------------------------------------------------------------------------------------------ errors
+
+    def _error_lines(self, exc: BaseException, path: str, tp: Any) -> list[str]:
+        """Every leaf error of a cattrs exception tree as ``description @ path``, with wire key names."""
+        lines: list[str] = []
+        if isinstance(exc, IterableValidationError):
+            with_notes, without = exc.group_exceptions()
+            for sub, item in with_notes:
+                lines += self._error_lines(sub, f"{path}[{item.index!r}]", item.type)
+            lines += [f"{_describe_error(sub, None)} @ {path}" for sub in without]
+        elif isinstance(exc, ClassValidationError):
+            names = self._wire_names.get(get_origin(exc.cl) or exc.cl, {})
+            with_notes_, without = exc.group_exceptions()
+            for sub, attribute in with_notes_:
+                lines += self._error_lines(sub, f"{path}.{names.get(attribute.name, attribute.name)}", attribute.type)
+            lines += [f"{_describe_error(sub, None)} @ {path}" for sub in without]
+        else:
+            lines.append(f"{_describe_error(exc, tp)} @ {path}")
+        return lines
+
+    # ------------------------------------------------------------------------------------------ cattrs hooks
+
+    def _wire_names_of(self, cls: type) -> dict[str, str]:
+        names = self._wire_names.get(cls)
+        if names is None:
+            fields = attrs.fields(cls) if attrs.has(cls) else dataclasses.fields(cls)
+            names = {f.name: _camel(f.name) if self.camel_case else f.name for f in fields}
+            keys = list(names.values())
+            clashes = sorted({k for k in keys if keys.count(k) > 1})
+            if clashes:
+                raise ValueError(
+                    f"{cls.__module__}.{cls.__qualname__}: several fields have the wire key(s) {', '.join(clashes)}"
+                )
+            self._wire_names[cls] = names
+        return names
+
+    def _renames(self, tp: Any) -> dict[str, Any]:
+        names = self._wire_names_of(get_origin(tp) or tp)
+        return {name: override(rename=key) for name, key in names.items() if name != key}
+
+    def _class_structure_hook(self, tp: Any) -> Callable[[Any, Any], Any]:
+        cls = get_origin(tp) or tp
+        generated = make_dict_structure_fn(
+            tp, self._cattrs, _cattrs_forbid_extra_keys=self.forbid_unknown_keys, **self._renames(tp)
+        )
+
+        def structure(value: Any, _: Any) -> Any:
+            if isinstance(value, cls):
+                return value
+            if not isinstance(value, Mapping):
+                raise _Mismatch("expected an object")
+            return generated(value, tp)
+
+        # cattrs' union disambiguation reads the renamed keys from here
+        structure.overrides = getattr(generated, "overrides", {})  # type: ignore[attr-defined]
+        return structure
+
+    def _class_unstructure_hook(self, tp: Any) -> Callable[[Any], Any]:
+        return make_dict_unstructure_fn(tp, self._cattrs, **self._renames(tp))
+
+    def _sequence_hook(self, tp: Any) -> Callable[[Any, Any], Any]:
+        origin = get_origin(tp) or tp
+        args = get_args(tp)
+        list_type = list[args[0]] if args else list[Any]  # type: ignore[valid-type]
+        as_list = list_structure_factory(list_type, self._cattrs)
+        finish: Callable[[list[Any]], Any] | None = None
+        accepted: tuple[type, ...] = (list, tuple)
+        if origin in _SET_ORIGINS:
+            finish, accepted = set, (list, tuple, set, frozenset)
+        elif origin in _FROZENSET_ORIGINS:
+            finish, accepted = frozenset, (list, tuple, set, frozenset)
+        elif origin is tuple:
+            finish = tuple
+        elif origin is deque:
+            finish = deque
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, accepted):
+                raise _Mismatch("expected an array")
+            items = as_list(value, list_type)
+            return items if finish is None else finish(items)
+
+        return structure
+
+    def _mapping_hook(self, tp: Any) -> Callable[[Any, Any], Any]:
+        generated = mapping_structure_factory(tp, self._cattrs)
+
+        def structure(value: Any, _: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _Mismatch("expected an object")
+            return generated(value, tp)
+
+        return structure
+
+    def _enum_hook(self, tp: Any) -> Callable[[Any, Any], Any]:
+        cls: type[Enum] = tp
+        by_value: dict[tuple[type, Any], Enum] = {}
+        for member in cls:
+            try:
+                by_value[(type(member.value), member.value)] = member
+            except TypeError:  # an unhashable value: found by Enum's own lookup
+                continue
+        shown = ", ".join(repr(m.value) for m in list(cls)[:_ENUM_VALUES_SHOWN])
+        if len(cls) > _ENUM_VALUES_SHOWN:
+            shown += ", ..."
+        mismatch = f"invalid value for type, expected {cls.__name__} (one of {shown})"
+
+        def structure(value: Any, _: Any) -> Any:
+            if isinstance(value, cls):
+                return value
+            try:
+                return by_value[(value.__class__, value)]
+            except (KeyError, TypeError):
+                pass
+            if not isinstance(value, bool) and len(by_value) < len(cls):
+                try:
+                    return cls(value)
+                except (ValueError, TypeError):
+                    pass
+            raise _Mismatch(mismatch)
+
+        return structure
+
+    def _union_hook(self, tp: Any) -> Callable[[Any, Any], Any]:
+        """Unions holding primitives, None or Literals: members are checked exactly (bool is not int)."""
+        members = get_args(tp)
+        classes: set[type] = set()
+        literals: list[Any] = []
+        rest: list[Any] = []
+        for member in members:
+            if member is _NONE_TYPE or member in _PRIMITIVES:
+                classes.add(member)
+            elif get_origin(member) is Literal:
+                literals.extend(get_args(member))
+            else:
+                rest.append(member)
+        widen_int = float in classes and int not in classes
+        other: Any = None if not rest else rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
+        other_hook = None if other is None else self._cattrs.get_structure_hook(other)
+        mismatch = f"invalid value for type, expected {_label(tp)}"
+
+        def structure(value: Any, _: Any) -> Any:
+            kind = value.__class__
+            if kind in classes:
+                return value
+            if widen_int and kind is int:
+                return float(value)
+            for literal in literals:
+                if literal.__class__ is kind and literal == value:
+                    return literal
+            if other_hook is not None:
+                return other_hook(value, other)
+            raise _Mismatch(mismatch)
+
+        return structure

@@ -1,0 +1,219 @@
+"""Invocation: turns a marked function and a :class:`Message` into a call.
+
+Everything is decided once, when the container boots, into a per-handler plan: how the payload is converted to the
+first parameter's type, which parameters receive ``Headers`` or one ``Header("name")``, and which are resolved
+from the container (method injection, as Ecotone does). The per-message path only runs the plan.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Final, Protocol
+
+from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
+from container_messaging.markers import HandlerKind
+from container_messaging.messages import Header, Headers, Message
+from container_messaging.scanning import FoundHandler
+
+__all__ = ["Handler", "PayloadConverter", "build_handler", "current_message"]
+
+#: The message whose handler is running in this context (None outside handlers): the parent of what it sends.
+current_message: Final[contextvars.ContextVar[Message | None]] = contextvars.ContextVar(
+    "container_messaging_current_message", default=None
+)
+
+_NOT_ROUTABLE_BY_CLASS: Final = frozenset({str, bytes, dict, list, tuple, set, int, float, bool, object})
+
+ArgGetter = Callable[[Message], Any]
+
+
+class PayloadConverter(Protocol):
+    """What invocation needs of the converter: a per-target conversion plan made once."""
+
+    def plan(self, target: Any) -> Callable[[Any, str], Any]: ...
+
+
+Resolver = Callable[[Any, str], Callable[[], Any]]
+"""Given a type and a description of who asks, returns a provider (a zero-argument callable) or raises."""
+
+
+class Handler:
+    """A handler ready to run: call it with a :class:`Message`."""
+
+    __slots__ = ("_call", "distributed", "function", "kind", "name", "owner", "payload_class", "routing_key")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: HandlerKind,
+        routing_key: str | None,
+        payload_class: type | None,
+        distributed: bool,
+        owner: type | None,
+        function: Callable[..., Any],
+        call: Callable[[Message], Any],
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.routing_key = routing_key
+        self.payload_class = payload_class
+        self.distributed = distributed
+        self.owner = owner
+        self.function = function
+        self._call = call
+
+    def __call__(self, message: Message) -> Any:
+        token = current_message.set(message)
+        try:
+            return self._call(message)
+        finally:
+            current_message.reset(token)
+
+    def __repr__(self) -> str:
+        route = self.routing_key if self.routing_key is not None else getattr(self.payload_class, "__qualname__", None)
+        flag = ", distributed" if self.distributed else ""
+        return f"<Handler {self.kind.value} {route!r} -> {self.name}{flag}>"
+
+
+def _header_marker(annotation: Any) -> Header | None:
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in annotation.__metadata__ if isinstance(m, Header)), None)
+    return None
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    return annotation.__origin__ if typing.get_origin(annotation) is Annotated else annotation
+
+
+def _header_getter(handler_name: str, param: inspect.Parameter, header: Header) -> ArgGetter:
+    name = header.name
+    if header.has_default or param.default is not inspect.Parameter.empty:
+        default = header.default if header.has_default else param.default
+        return lambda message: message.headers.get(name, default)
+
+    def get(message: Message) -> Any:
+        try:
+            return message.headers[name]
+        except KeyError:
+            raise MissingHeaderError(
+                f"message {message.headers.get('id')!r} has no header {name!r}, "
+                f"needed by parameter {param.name!r} of {handler_name}"
+            ) from None
+
+    return get
+
+
+def _headers(message: Message) -> Headers:
+    return message.headers
+
+
+def build_handler(found: FoundHandler, *, converter: PayloadConverter, resolve: Resolver,
+                  instance: Callable[[], Any] | None) -> Handler:
+    """Compiles one found handler into a :class:`Handler`; every definition error is raised here, at boot."""
+    function, name = found.function, found.name
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:
+        raise HandlerDefinitionError(f"cannot read the type hints of handler {name}: {exc}") from exc
+    params = list(inspect.signature(function).parameters.values())
+    if found.owner is not None:
+        params = params[1:]  # self
+
+    payload_target: Any = None
+    has_payload = False
+    if params:
+        first = params[0]
+        first_annotation = hints.get(first.name, inspect.Parameter.empty)
+        if first_annotation is not Headers and _header_marker(first_annotation) is None:
+            has_payload = True
+            payload_target = first_annotation
+            params = params[1:]
+
+    getters: list[tuple[str, ArgGetter, bool]] = []
+    for param in params:
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise HandlerDefinitionError(f"handler {name}: parameter {param.name!r} cannot be *args or **kwargs")
+        keyword = param.kind is inspect.Parameter.KEYWORD_ONLY
+        annotation = hints.get(param.name, inspect.Parameter.empty)
+        header = _header_marker(annotation)
+        if annotation is Headers:
+            getters.append((param.name, _headers, keyword))
+        elif header is not None:
+            getters.append((param.name, _header_getter(name, param, header), keyword))
+        elif annotation is inspect.Parameter.empty:
+            if param.default is inspect.Parameter.empty:
+                raise HandlerDefinitionError(
+                    f"handler {name}: parameter {param.name!r} has no type annotation, so nothing can be injected; "
+                    "annotate it with Headers, Annotated[T, Header('name')] or a type the container provides"
+                )
+        else:
+            try:
+                provider = resolve(_strip_annotated(annotation), f"parameter {param.name!r} of handler {name}")
+            except MissingDependencyError:
+                if param.default is inspect.Parameter.empty:
+                    raise
+                continue
+            getters.append((param.name, _injected(provider), keyword))
+
+    payload_class = _payload_class(found, payload_target, has_payload)
+    if found.distributed and found.marker.routing_key is None:
+        raise HandlerDefinitionError(
+            f"distributed handler {name} needs a routing key: other services address it by key, not by class"
+        )
+    if found.distributed and found.marker.kind is HandlerKind.QUERY:
+        raise HandlerDefinitionError(f"handler {name}: queries cannot be distributed (Ecotone distributes "
+                                     "commands, events and messages)")
+
+    convert = converter.plan(payload_target) if has_payload else None
+    call = _compile(function, instance, convert, getters)
+    return Handler(name=name, kind=found.marker.kind, routing_key=found.marker.routing_key,
+                   payload_class=payload_class, distributed=found.distributed, owner=found.owner,
+                   function=function, call=call)
+
+
+def _injected(provider: Callable[[], Any]) -> ArgGetter:
+    return lambda _message: provider()
+
+
+def _payload_class(found: FoundHandler, target: Any, has_payload: bool) -> type | None:
+    target = _strip_annotated(target)
+    routable = isinstance(target, type) and target not in _NOT_ROUTABLE_BY_CLASS
+    if found.marker.routing_key is None:
+        if found.marker.kind is HandlerKind.SERVICE_ACTIVATOR:
+            raise HandlerDefinitionError(f"service activator {found.name} needs an input channel")
+        if not has_payload or not routable:
+            raise HandlerDefinitionError(
+                f"handler {found.name} has no routing key, so it is routed by the class of its first parameter, "
+                f"but that parameter is {'missing' if not has_payload else f'annotated {target!r}'}; "
+                "give the marker a routing key or annotate the first parameter with a message class"
+            )
+    return target if routable else None
+
+
+def _compile(function: Callable[..., Any], instance: Callable[[], Any] | None,
+             convert: Callable[[Any, str], Any] | None,
+             getters: list[tuple[str, ArgGetter, bool]]) -> Callable[[Message], Any]:
+    positional = tuple(g for _, g, kw in getters if not kw)
+    keywords = tuple((n, g) for n, g, kw in getters if kw)
+
+    def target(message: Message) -> Callable[..., Any]:
+        return function.__get__(instance()) if instance is not None else function  # type: ignore[no-any-return]
+
+    # The common shapes get a call without generic argument building.
+    if instance is not None and convert is not None and not keywords:
+        if not positional:
+            return lambda m: function(instance(), convert(m.payload, m.content_type))
+        if positional == (_headers,):
+            return lambda m: function(instance(), convert(m.payload, m.content_type), m.headers)
+
+    def call(message: Message) -> Any:
+        args = [convert(message.payload, message.content_type)] if convert is not None else []
+        args.extend(g(message) for g in positional)
+        kwargs = {n: g(message) for n, g in keywords}
+        return target(message)(*args, **kwargs)
+
+    return call

@@ -1,0 +1,179 @@
+"""Messages, their headers and media types.
+
+A :class:`Message` is a payload plus headers. The header names are Ecotone's, so a message read off the wire
+by an Ecotone service means the same thing to it (see README, "Wire format").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+
+__all__ = [
+    "CONTENT_TYPE",
+    "CORRELATION_ID",
+    "FRAMEWORK_HEADERS",
+    "Header",
+    "Headers",
+    "ID",
+    "MediaType",
+    "Message",
+    "PARENT_ID",
+    "RETRY_NUMBER",
+    "ROUTING_SLIP",
+    "TIMESTAMP",
+    "TYPE_ID",
+    "new_message_id",
+    "user_metadata",
+]
+
+ID: Final = "id"
+CORRELATION_ID: Final = "correlationId"
+PARENT_ID: Final = "parentId"
+TIMESTAMP: Final = "timestamp"
+CONTENT_TYPE: Final = "contentType"
+TYPE_ID: Final = "__TypeId__"
+ROUTING_SLIP: Final = "routingSlip"
+RETRY_NUMBER: Final = "ecotone_retry_number"
+
+#: Headers that belong to one message and are never copied onto the messages its handler sends.
+FRAMEWORK_HEADERS: Final = frozenset(
+    {ID, CORRELATION_ID, PARENT_ID, TIMESTAMP, CONTENT_TYPE, TYPE_ID, ROUTING_SLIP, RETRY_NUMBER}
+)
+_FRAMEWORK_PREFIXES: Final = ("ecotone.", "failure.", "x-")
+
+
+class MediaType:
+    """The media types the converter understands."""
+
+    APPLICATION_JSON: Final = "application/json"
+    TEXT_PLAIN: Final = "text/plain"
+    OCTET_STREAM: Final = "application/octet-stream"
+    #: an in-process Python object: never leaves the process
+    PYTHON_OBJECT: Final = "application/x-python-object"
+
+    WIRE: Final = frozenset({APPLICATION_JSON, TEXT_PLAIN, OCTET_STREAM})
+
+    @staticmethod
+    def base(content_type: str) -> str:
+        """``'application/json; charset=utf-8'`` -> ``'application/json'``."""
+        return content_type.split(";", 1)[0].strip().lower()
+
+
+def new_message_id() -> str:
+    """A UUID version 7 (time-ordered, as Ecotone uses) as text."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (rand & (1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+class Headers(Mapping[str, Any]):
+    """A read-only view of a message's headers; annotate a handler parameter with it to receive them all."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = dict(data) if data else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A mutable copy."""
+        return dict(self._data)
+
+
+_NO_DEFAULT: Final[Any] = object()
+
+
+@attrs.frozen
+class Header:
+    """Marks a handler parameter as one header: ``Annotated[str, Header("tenant")]``."""
+
+    name: str
+    default: Any = attrs.field(default=_NO_DEFAULT, repr=False)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _NO_DEFAULT
+
+
+@attrs.frozen(repr=False)
+class Message:
+    """A payload and its headers. ``payload`` is bytes/str off the wire, or any object in-process."""
+
+    payload: Any
+    headers: Headers
+
+    @property
+    def id(self) -> str:
+        return str(self.headers[ID])
+
+    @property
+    def correlation_id(self) -> str:
+        return str(self.headers.get(CORRELATION_ID) or self.headers[ID])
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get(CONTENT_TYPE, MediaType.PYTHON_OBJECT))
+
+    def __repr__(self) -> str:
+        payload = self.payload
+        shown = payload if not isinstance(payload, (bytes, str)) or len(payload) <= 80 else payload[:77] + "..."
+        return f"Message(id={self.headers.get(ID)!r}, content_type={self.content_type!r}, payload={shown!r})"
+
+    @classmethod
+    def create(
+        cls,
+        payload: Any,
+        content_type: str,
+        metadata: Mapping[str, Any] | None = None,
+        parent: Message | None = None,
+    ) -> Message:
+        """A new message with fresh ``id`` and ``timestamp``.
+
+        With a ``parent`` (the message being handled), the new one keeps its ``correlationId`` and user metadata
+        and gets ``parentId`` = the parent's id. ``metadata`` is merged last, as Ecotone does.
+        """
+        headers: dict[str, Any] = {}
+        message_id = new_message_id()
+        if parent is not None:
+            headers.update(user_metadata(parent.headers))
+            headers[CORRELATION_ID] = parent.correlation_id
+            headers[PARENT_ID] = parent.id
+        if metadata:
+            headers.update(metadata)
+        headers[ID] = metadata.get(ID, message_id) if metadata else message_id
+        headers.setdefault(CORRELATION_ID, headers[ID])
+        headers.setdefault(TIMESTAMP, int(time.time()))
+        headers[CONTENT_TYPE] = content_type
+        return cls(payload, Headers(headers))
+
+
+def user_metadata(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers a user put on a message: everything but the framework's own."""
+    return {
+        k: v for k, v in headers.items() if k not in FRAMEWORK_HEADERS and not k.startswith(_FRAMEWORK_PREFIXES)
+    }

@@ -1,0 +1,22 @@
+"""Transports: the port (:mod:`.base`) and its kombu implementations (private modules).
+
+This package is the only place that imports kombu.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, OutboundMessage, Receiver
+
+if TYPE_CHECKING:
+    from container_messaging.config import TransportSettings
+
+__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver", "create_transport"]
+
+
+def create_transport(settings: TransportSettings) -> BaseTransport:
+    """The transport for ``settings.url``; nothing connects until it is used."""
+    from container_messaging.transports._kombu import KombuTransport  # noqa: PLC0415 - kombu loads on first use
+
+    return KombuTransport(settings)

@@ -1,0 +1,111 @@
+"""The transport port: what the framework needs of a broker, and nothing of kombu.
+
+A transport declares topology, publishes :class:`OutboundMessage` s, and opens a :class:`Receiver` on a queue that
+hands out :class:`Delivery` s one at a time. Implementations live in private modules of this package
+(``_kombu.py``, ``_embedded.py``); kombu and socket exceptions are mapped to :class:`TransportError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver"]
+
+
+@attrs.frozen
+class OutboundMessage:
+    """One message to publish: body bytes, application headers and the AMQP routing key."""
+
+    routing_key: str
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    headers: Mapping[str, Any]
+    content_type: str
+    message_id: str
+
+
+@attrs.frozen
+class EndpointTopology:
+    """A consumer endpoint's queue and the routing keys it is bound to on the exchange."""
+
+    exchange: str
+    queue: str
+    bindings: tuple[str, ...]
+
+
+class Delivery(abc.ABC):
+    """A message received from a queue; it must be settled exactly once (ack, requeue or dead-letter)."""
+
+    body: bytes
+    headers: dict[str, Any]
+    content_type: str | None
+    redelivered: bool
+    queue: str
+
+    @abc.abstractmethod
+    def ack(self) -> None:
+        """Settles the message as handled."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Puts the message back on the same queue (never re-routed to other queues)."""
+
+    @abc.abstractmethod
+    def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
+        """Moves the message, with ``extra_headers`` added, to its queue's dead letter queue, then settles it."""
+
+
+class Receiver(abc.ABC):
+    """An open consumer on one queue."""
+
+    @abc.abstractmethod
+    def receive(self, timeout: float) -> Delivery | None:
+        """The next delivery, or None when none arrived within ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stops consuming; deliveries handed out but not settled go back to their queue."""
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BaseTransport(abc.ABC):
+    """The port every transport implements. Nothing connects until a method needs the broker."""
+
+    #: a short name for logs and errors; passwords are never part of it
+    description: str
+
+    @abc.abstractmethod
+    def declare_exchange(self, exchange: str) -> None:
+        """Declares the durable topic exchange (idempotent)."""
+
+    @abc.abstractmethod
+    def setup_endpoint(self, topology: EndpointTopology) -> None:
+        """Declares the exchange, the durable queue and its bindings (idempotent)."""
+
+    @abc.abstractmethod
+    def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
+        """Publishes a persistent message. With ``mandatory``, a message no queue receives raises
+        :class:`~container_messaging.errors.UnroutableMessageError` (where the broker can tell)."""
+
+    @abc.abstractmethod
+    def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
+        """Starts consuming ``queue``; messages are acknowledged only by the caller."""
+
+    @abc.abstractmethod
+    def queue_size(self, queue: str) -> int:
+        """How many ready messages ``queue`` holds (0 when it does not exist)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Closes every connection this transport opened."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
