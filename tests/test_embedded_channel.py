@@ -397,3 +397,59 @@ def test_passive_declare_of_unknown_queue_fails(tmp_path):
     """A passive declare of a queue no process declared raises a NOT_FOUND channel error."""
     with connect(tmp_path) as conn, pytest.raises(ChannelError, match="NOT_FOUND"):
         conn.default_channel.queue_declare(queue="nobody", passive=True)
+
+
+def test_competing_consumer_processes_each_get_every_message_once(tmp_path):
+    """Three processes consuming one queue together receive every message exactly once (each acks)."""
+    with connect(tmp_path) as conn:
+        declare_queue(conn, "work", "work.#")
+        for n in range(150):
+            publish(conn, "work.item", {"n": n})
+    consumer = CHILD_PRELUDE + textwrap.dedent(
+        """
+        queue = Queue("work", channel=conn.default_channel)
+        got, idle_since = [], time.monotonic()
+        while time.monotonic() - idle_since < 0.5:
+            message = queue.get(accept=["application/json"])
+            if message is None:
+                time.sleep(0.005)
+                continue
+            idle_since = time.monotonic()
+            got.append(message.payload["n"])
+            message.ack()
+        print(json.dumps(got))
+        """
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", consumer, str(tmp_path)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [json.loads(child.communicate(timeout=30)[0]) for child in children]
+
+    assert sorted(n for got in results for n in got) == list(range(150))
+    assert all(got == sorted(got) for got in results)  # each consumer sees its share in FIFO order
+    assert rows(tmp_path, "work") == 0
+
+
+def test_no_ack_consumption_deletes_message_when_taken(tmp_path):
+    """With no_ack (basic_get and consumer), a message is deleted when taken and not restored at close."""
+    with connect(tmp_path) as conn:
+        queue = declare_queue(conn, "auto", "auto.#")
+        publish(conn, "auto.one", {"n": 1})
+        publish(conn, "auto.two", {"n": 2})
+        first = queue.get(no_ack=True, accept=ACCEPT)
+        received = []
+        with Consumer(
+            conn.default_channel,
+            queues=[queue],
+            callbacks=[lambda b, m: received.append(m)],
+            accept=ACCEPT,
+            no_ack=True,
+        ):
+            conn.drain_events(timeout=2)
+
+    assert first.payload == {"n": 1}
+    assert [m.payload for m in received] == [{"n": 2}]
+    assert rows(tmp_path, "auto") == 0

@@ -12,7 +12,15 @@ from container_messaging.transports.base import BaseTransport, Delivery, Endpoin
 if TYPE_CHECKING:
     from container_messaging.config import TransportSettings
 
-__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver", "create_transport"]
+__all__ = [
+    "BaseTransport",
+    "Delivery",
+    "EndpointTopology",
+    "OutboundMessage",
+    "Receiver",
+    "create_transport",
+    "reset_memory_transport",
+]
 
 
 def create_transport(settings: TransportSettings) -> BaseTransport:
@@ -20,3 +28,12 @@ def create_transport(settings: TransportSettings) -> BaseTransport:
     from container_messaging.transports._kombu import KombuTransport  # noqa: PLC0415 - kombu loads on first use
 
     return KombuTransport(settings)
+
+
+def reset_memory_transport() -> None:
+    """Empties the process-wide ``memory://`` broker (its queues, exchanges and bindings): call it between tests."""
+    from kombu.transport import memory  # noqa: PLC0415
+
+    memory.Transport.global_state.clear()
+    memory.Channel.queues.clear()
+    memory.Channel.events.clear()

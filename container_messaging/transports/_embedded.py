@@ -168,7 +168,8 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def _not_found(kind: str, name: str, method: str) -> Exception:
-    return ChannelError(f"NOT_FOUND - no {kind} {name!r} in the embedded broker", (50, 10), method, "404")
+    error: Exception = ChannelError(f"NOT_FOUND - no {kind} {name!r} in the embedded broker", (50, 10), method, "404")
+    return error
 
 
 class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]

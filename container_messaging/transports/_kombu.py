@@ -120,7 +120,8 @@ class KombuTransport(BaseTransport):
             connection = self.new_connection()
             with self.guard("connecting", connection):
                 connection.ensure_connection(max_retries=1, timeout=self._settings.connect_timeout)
-                self._producer = kombu.Producer(connection.channel(), on_return=self._on_return)
+                self._producer = kombu.Producer(connection.channel(),
+                                                on_return=self._on_return if self.amqp else None)
             self._publisher = connection
         return self._publisher, self._producer
 

@@ -1,0 +1,425 @@
+"""The ``container-messaging`` command line: Ecotone's console commands for a configured container.
+
+::
+
+    container-messaging [--config PATH] [-v...] list
+    container-messaging [--config PATH] [-v...] run NAME [--handled-message-limit N] [--execution-time-limit MS]
+                                                          [--memory-limit MB] [--stop-on-failure]
+                                                          [--finish-when-no-messages]
+    container-messaging [--config PATH] [-v...] setup [NAME]
+    container-messaging [--config PATH] [-v...] send-command DEST KEY PAYLOAD [--content-type T] [--header K=V ...]
+    container-messaging [--config PATH] [-v...] publish-event KEY PAYLOAD [--content-type T] [--header K=V ...]
+    container-messaging [--config PATH] [-v...] send-message DEST CHANNEL PAYLOAD [--content-type T] [--header K=V]
+
+The configuration file is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment variable. ``--config``
+and ``-v`` may come before or after the subcommand (``container-messaging run billing -vvv``). ``PAYLOAD`` ``-``
+reads standard input.
+
+Exit codes: 0 success; 1 a failure (broker, handler, ``run --stop-on-failure`` stopped by a failed message);
+2 a usage or configuration error; 130 interrupted. Errors are one line on standard error,
+``container-messaging: error: <message>``, with the traceback only at ``-vvv``. Passwords in URLs are replaced by
+``***`` in everything printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+from container_messaging.config import mask_url
+from container_messaging.container import MessagingContainer
+from container_messaging.distributed import DistributedBus
+from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
+from container_messaging.messages import ID, MediaType, new_message_id
+
+__all__ = ["CONFIG_ENV", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "build_parser", "main"]
+
+PROG: Final = "container-messaging"
+CONFIG_ENV: Final = "CONTAINER_MESSAGING_CONFIG"
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TABLE_TITLE: Final = "Endpoint Names"
+
+log = logging.getLogger("container_messaging.cli")
+
+
+class UsageError(Exception):
+    """A command line mistake found after parsing (no configuration, bad payload): exit code 2."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Masking: every line printed or logged goes through it
+
+
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+class _Masker:
+    """Replaces the password of every URL in a text by ``***`` (and the configured URLs, whatever they hold)."""
+
+    def __init__(self) -> None:
+        self._urls: dict[str, str] = {}
+
+    def add_url(self, url: str) -> None:
+        masked = mask_url(url)
+        if masked != url:
+            self._urls[url] = masked
+
+    def __call__(self, text: str) -> str:
+        # Known URLs first: a password with a space or a quote would stop the pattern below before the '@'.
+        for url, masked in self._urls.items():
+            text = text.replace(url, masked)
+        return _URL.sub(lambda match: mask_url(match.group(0)), text)
+
+
+class _MaskingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, masker: _Masker) -> None:
+        super().__init__(fmt)
+        self._masker = masker
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._masker(super().format(record))
+
+
+@contextmanager
+def _logging(verbosity: int, masker: _Masker) -> Iterator[None]:
+    """Logs to stderr: WARNING; ``-v`` INFO and ``-vv`` DEBUG for container_messaging; ``-vvv`` DEBUG everywhere."""
+    root = logging.getLogger()
+    package = logging.getLogger("container_messaging")
+    saved = root.level, package.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter(LOG_FORMAT, masker))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
+    package.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.NOTSET)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        package.setLevel(saved[1])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suffix: str, default: Any) -> None:
+    """``--config`` and ``-v`` on the main parser (``dest``) and on each subcommand (``dest + suffix``).
+
+    A subparser writes every attribute it knows into the shared namespace, so its options use other ``dest`` s with
+    ``SUPPRESS`` defaults: given after the subcommand they add to (``-v``) or override (``--config``) the ones
+    given before it.
+    """
+    parser.add_argument(
+        "--config",
+        dest=f"config{suffix}",
+        metavar="PATH",
+        default=default if default is argparse.SUPPRESS else None,
+        help=f"the YAML or INI configuration file (default: ${CONFIG_ENV})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"verbose{suffix}",
+        action="count",
+        default=default if default is argparse.SUPPRESS else 0,
+        help="log more: -v INFO, -vv DEBUG, -vvv DEBUG for every library and tracebacks on errors",
+    )
+
+
+def _add_sending_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("payload", metavar="PAYLOAD", help="the serialized payload; '-' reads standard input")
+    parser.add_argument(
+        "--content-type",
+        default=MediaType.APPLICATION_JSON,
+        metavar="TYPE",
+        help="the payload's media type (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--header",
+        dest="headers",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a metadata header; repeat for several",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``container-messaging``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run and set up the consumer of a container_messaging service, and send it messages.",
+        epilog="exit codes: 0 success, 1 failure, 2 usage or configuration error, 130 interrupted",
+    )
+    _add_global_options(parser, suffix="", default=None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, suffix="_after", default=argparse.SUPPRESS)
+        return sub
+
+    command("list", "List the endpoint names that can be run.")
+
+    run = command("run", "Consume an endpoint's messages until a limit, a signal or (optionally) a failure.")
+    run.add_argument("name", type=_name, metavar="NAME", help="the endpoint to run (see 'list')")
+    run.add_argument("--handled-message-limit", type=_positive_int, metavar="N",
+                     help="stop after N messages (handled or failed)")
+    run.add_argument("--execution-time-limit", type=_positive_int, metavar="MS", help="stop after MS milliseconds")
+    run.add_argument("--memory-limit", type=_positive_int, metavar="MB",
+                     help="stop once the process uses MB megabytes")
+    run.add_argument("--stop-on-failure", action="store_true",
+                     help="stop at the first failed message, leaving it on its queue (exit code 1)")
+    run.add_argument("--finish-when-no-messages", action="store_true", help="stop when the queue is empty")
+
+    setup = command("setup", "Declare the exchange, the endpoint queues and their bindings.")
+    setup.add_argument("name", type=_name, metavar="NAME", nargs="?", help="one endpoint (default: every endpoint)")
+
+    send_command = command("send-command", "Send a serialized command to a service's command handler.")
+    send_command.add_argument("destination", type=_name, metavar="DEST", help="the destination service name")
+    send_command.add_argument("routing_key", type=_name, metavar="KEY", help="the command handler's routing key")
+    _add_sending_options(send_command)
+
+    publish_event = command("publish-event", "Publish a serialized event to every subscribed service.")
+    publish_event.add_argument("routing_key", type=_name, metavar="KEY", help="the event's routing key")
+    _add_sending_options(publish_event)
+
+    send_message = command("send-message", "Send a serialized message to a service's service activator channel.")
+    send_message.add_argument("destination", type=_name, metavar="DEST", help="the destination service name")
+    send_message.add_argument("channel", type=_name, metavar="CHANNEL", help="the target channel name")
+    _add_sending_options(send_message)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def _out(masker: _Masker, line: str) -> None:
+    print(masker(line), file=sys.stdout, flush=True)
+
+
+def _cmd_list(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    names = container.list()
+    width = max([len(_TABLE_TITLE), *(len(name) for name in names)])
+    border = f"+{'-' * (width + 2)}+"
+    lines = [border, f"| {_TABLE_TITLE:<{width}} |", border, *(f"| {name:<{width}} |" for name in names)]
+    if names:
+        lines.append(border)
+    for line in lines:
+        _out(masker, line)
+    return EXIT_OK
+
+
+def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    result = container.run(
+        args.name,
+        handled_message_limit=args.handled_message_limit,
+        execution_time_limit=args.execution_time_limit,
+        memory_limit=args.memory_limit,
+        stop_on_failure=args.stop_on_failure,
+        finish_when_no_messages=args.finish_when_no_messages,
+    )
+    _out(masker, f"{result.endpoint}: handled {result.handled}, failed {result.failed} ({result.stop_reason})")
+    return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
+
+
+def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    from container_messaging.transports._kombu import dead_letter_queue  # noqa: PLC0415 - loads kombu
+
+    names: list[str] = [args.name] if args.name is not None else container.list()
+    if not names:
+        _out(masker, f"nothing to set up: no endpoints (configure service_name in {container.settings.source})")
+        return EXIT_OK
+    where = container.settings.transport.masked_url
+    for name in names:
+        container.setup(name)
+        topology = container.topology.endpoint(name, container.routes)
+        bindings = ", ".join(repr(key) for key in topology.bindings)
+        _out(masker, f"{name}: declared exchange {topology.exchange!r}, queue {topology.queue!r} bound to {bindings}, "
+                     f"and dead letter queue {dead_letter_queue(topology.queue)!r} on {where}")
+    return EXIT_OK
+
+
+def _read_payload(args: argparse.Namespace) -> bytes:
+    text: str = args.payload
+    if text == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        payload = buffer.read() if buffer is not None else sys.stdin.read().encode()
+    else:
+        payload = text.encode()
+    if MediaType.base(args.content_type) == MediaType.APPLICATION_JSON:
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise UsageError(f"PAYLOAD is not valid JSON ({exc}); pass --content-type for another format") from None
+    return payload
+
+
+def _metadata(args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """The ``--header`` s, with a message id (given or new) so the confirmation can show it."""
+    metadata = dict(args.headers)
+    metadata.setdefault(ID, new_message_id())
+    return metadata, metadata[ID]
+
+
+def _cmd_send_command(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    payload = _read_payload(args)
+    metadata, message_id = _metadata(args)
+    container.get(DistributedBus).send_command(args.destination, args.routing_key, payload, args.content_type,
+                                               metadata)
+    _out(masker, f"sent command {args.routing_key} to {args.destination} (id {message_id})")
+    return EXIT_OK
+
+
+def _cmd_publish_event(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    payload = _read_payload(args)
+    metadata, message_id = _metadata(args)
+    container.get(DistributedBus).publish_event(args.routing_key, payload, args.content_type, metadata)
+    _out(masker, f"published event {args.routing_key} (id {message_id})")
+    return EXIT_OK
+
+
+def _cmd_send_message(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    payload = _read_payload(args)
+    metadata, message_id = _metadata(args)
+    container.get(DistributedBus).send_message(args.destination, args.channel, payload, args.content_type, metadata)
+    _out(masker, f"sent message to channel {args.channel} of {args.destination} (id {message_id})")
+    return EXIT_OK
+
+
+_Command = Callable[[MessagingContainer, argparse.Namespace, _Masker], int]
+
+_COMMANDS: Final[Mapping[str, _Command]] = {
+    "list": _cmd_list,
+    "run": _cmd_run,
+    "setup": _cmd_setup,
+    "send-command": _cmd_send_command,
+    "publish-event": _cmd_publish_event,
+    "send-message": _cmd_send_message,
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# main
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    path: str | None = getattr(args, "config_after", None) or args.config or os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        raise UsageError(f"no configuration file: pass --config PATH or set {CONFIG_ENV}")
+    return path
+
+
+@contextmanager
+def _current_directory_importable() -> Iterator[None]:
+    """Like ``python -m``, lets ``scan`` import modules from the working directory (a console script does not)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _execute(args: argparse.Namespace, masker: _Masker) -> int:
+    path = _config_path(args)
+    with _current_directory_importable():
+        container = MessagingContainer.from_config(path)
+    try:
+        masker.add_url(container.settings.transport.url)
+        log.info("configuration %s: service %r, transport %s", path, container.settings.service_name,
+                 container.settings.transport.masked_url)
+        return _COMMANDS[args.command](container, args, masker)
+    finally:
+        try:
+            container.close()
+        except Exception:  # a failure to close must not hide the command's outcome
+            log.warning("closing the container failed", exc_info=True)
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _report(exc: BaseException, message: str, verbosity: int, masker: _Masker) -> None:
+    if verbosity >= 3:
+        sys.stderr.write(masker("".join(traceback.format_exception(exc))))
+    first, *_ = (message.strip() or type(exc).__name__).splitlines()
+    print(masker(f"{PROG}: error: {first}"), file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``container-messaging`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return _exit_status(exc.code)
+    verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
+    masker = _Masker()
+    with _logging(verbosity, masker):
+        try:
+            return _execute(args, masker)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except (UsageError, ConfigurationError, EndpointError) as exc:
+            _report(exc, str(exc), verbosity, masker)
+            return EXIT_USAGE
+        except MessagingError as exc:
+            _report(exc, str(exc), verbosity, masker)
+            return EXIT_FAILURE
+        except OSError as exc:
+            _report(exc, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), verbosity, masker)
+            return EXIT_FAILURE
+        except Exception as exc:
+            hint = "" if verbosity >= 3 else " (run with -vvv for the traceback)"
+            _report(exc, f"unexpected {type(exc).__name__}: {exc}{hint}", verbosity, masker)
+            return EXIT_FAILURE

@@ -1,0 +1,1 @@
+"""The billing service: handles ``billing.changeDetails`` and publishes ``billing.detailsWereChanged``."""

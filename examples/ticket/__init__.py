@@ -1,0 +1,1 @@
+"""The ticket service: subscribes to every ``billing.*`` event (configured in INI)."""

@@ -1,0 +1,1 @@
+"""The user service: sends ``billing.changeDetails`` and reacts to ``billing.detailsWereChanged``."""

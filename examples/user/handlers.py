@@ -1,0 +1,27 @@
+"""The user service's application code and handlers (``scan: [examples.user]``)."""
+
+from __future__ import annotations
+
+from container_messaging import DistributedBus, Headers, distributed, event_handler
+from examples.messages import BillingDetailsWereChanged
+
+
+class UserController:
+    """Any application service: it gets the DistributedBus through its constructor."""
+
+    def __init__(self, bus: DistributedBus) -> None:
+        self.bus = bus
+
+    def change_billing(self, person_id: str, billing_details: str) -> None:
+        payload = f'{{"personId":"{person_id}","billingDetails":"{billing_details}"}}'
+        self.bus.send_command("billing", "billing.changeDetails", payload, "application/json")
+        print(f"[user] sent billing.changeDetails for person {person_id}", flush=True)
+
+
+class UserNotifications:
+    @distributed
+    @event_handler("billing.detailsWereChanged")
+    def on_details_changed(self, event: BillingDetailsWereChanged, metadata: Headers) -> None:
+        print(f"[user] person {event.person_id} was told: billing details are now {event.billing_details!r} "
+              f"(event from {metadata.get('ecotone.distributed.sourceServiceName')}, "
+              f"correlation {metadata['correlationId'][:8]})", flush=True)

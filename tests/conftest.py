@@ -1,0 +1,118 @@
+"""Shared fixtures: broker URLs (real RabbitMQ and Redis), transport configurations, handler modules on disk."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from container_messaging.transports import reset_memory_transport
+
+AMQP_URL = os.environ.get("CONTAINER_MESSAGING_AMQP_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("CONTAINER_MESSAGING_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TRANSPORTS = ("memory", "embedded", "rabbitmq", "redis")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_broker(name: str, url: str, default_port: int) -> str:
+    """The broker's URL; when it is unreachable: a failure in CI, a loud skip elsewhere."""
+    if _reachable(url, default_port):
+        return url
+    message = f"{name} is not reachable at {urlsplit(url).hostname}:{urlsplit(url).port or default_port}"
+    if IN_CI:
+        pytest.fail(f"{message}: CI=true, so this is a failure, not a skip", pytrace=False)
+    warnings.warn(f"SKIPPING {name} TESTS: {message}", stacklevel=2)
+    sys.stderr.write(f"\n*** SKIPPING {name} TESTS: {message} ***\n")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return require_broker("RabbitMQ", AMQP_URL, 5672)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_broker("Redis", REDIS_URL, 6379)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_broker() -> Iterator[None]:
+    reset_memory_transport()
+    yield
+    reset_memory_transport()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix so tests on a shared broker never see each other's queues."""
+    return uuid.uuid4().hex[:10]
+
+
+def transport_section(kind: str, tmp_path: Path) -> dict[str, Any]:
+    if kind == "memory":
+        return {"url": "memory://"}
+    if kind == "embedded":
+        return {"url": "embedded://", "data_folder": str(tmp_path / "embedded"), "polling_interval": 0.01}
+    if kind == "rabbitmq":
+        return {"url": require_broker("RabbitMQ", AMQP_URL, 5672)}
+    if kind == "redis":
+        return {"url": require_broker("Redis", REDIS_URL, 6379), "polling_interval": 0.01}
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def distribution(unique: str) -> dict[str, str]:
+    """A private exchange and queue prefix per test."""
+    return {"exchange": f"test.distributed.{unique}", "queue_prefix": f"test_{unique}_"}
+
+
+@pytest.fixture
+def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], str]]:
+    """Writes a handler module (or package, for dotted names) under tmp_path, importable, with a unique name."""
+    root = tmp_path / "modules"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    created: list[str] = []
+
+    def make(name: str, source: str) -> str:
+        parts = name.split(".")
+        folder = root
+        for package in parts[:-1]:
+            folder = folder / package
+            folder.mkdir(exist_ok=True)
+            init = folder / "__init__.py"
+            if not init.exists():
+                init.write_text("")
+        (folder / f"{parts[-1]}.py").write_text(textwrap.dedent(source))
+        created.append(parts[0])
+        return name
+
+    yield make
+    for top in created:
+        for module in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+            del sys.modules[module]
