@@ -30,9 +30,9 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Final
 
 from container_messaging.config import mask_url
 from container_messaging.container import MessagingContainer
@@ -140,18 +140,19 @@ def _header(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _add_global_options(parser: argparse.ArgumentParser, *, suffix: str, default: Any) -> None:
-    """``--config`` and ``-v`` on the main parser (``dest``) and on each subcommand (``dest + suffix``).
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """``--config`` and ``-v`` on the main parser and again on each subcommand.
 
-    A subparser writes every attribute it knows into the shared namespace, so its options use other ``dest`` s with
-    ``SUPPRESS`` defaults: given after the subcommand they add to (``-v``) or override (``--config``) the ones
-    given before it.
+    A subparser writes every attribute it parsed into the shared namespace, so the subcommand's copies use their own
+    ``dest`` s (``*_after``) with ``SUPPRESS`` defaults: given after the subcommand, ``-v`` adds to the count given
+    before it and ``--config`` overrides the one given before it.
     """
+    suffix = "_after" if after_command else ""
     parser.add_argument(
         "--config",
         dest=f"config{suffix}",
         metavar="PATH",
-        default=default if default is argparse.SUPPRESS else None,
+        default=argparse.SUPPRESS if after_command else None,
         help=f"the YAML or INI configuration file (default: ${CONFIG_ENV})",
     )
     parser.add_argument(
@@ -159,7 +160,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suffix: str, default
         "--verbose",
         dest=f"verbose{suffix}",
         action="count",
-        default=default if default is argparse.SUPPRESS else 0,
+        default=argparse.SUPPRESS if after_command else 0,
         help="log more: -v INFO, -vv DEBUG, -vvv DEBUG for every library and tracebacks on errors",
     )
 
@@ -190,25 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and set up the consumer of a container_messaging service, and send it messages.",
         epilog="exit codes: 0 success, 1 failure, 2 usage or configuration error, 130 interrupted",
     )
-    _add_global_options(parser, suffix="", default=None)
+    _add_global_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        _add_global_options(sub, suffix="_after", default=argparse.SUPPRESS)
+        _add_global_options(sub, after_command=True)
         return sub
 
     command("list", "List the endpoint names that can be run.")
 
     run = command("run", "Consume an endpoint's messages until a limit, a signal or (optionally) a failure.")
     run.add_argument("name", type=_name, metavar="NAME", help="the endpoint to run (see 'list')")
-    run.add_argument("--handled-message-limit", type=_positive_int, metavar="N",
-                     help="stop after N messages (handled or failed)")
+    run.add_argument(
+        "--handled-message-limit", type=_positive_int, metavar="N", help="stop after N messages (handled or failed)"
+    )
     run.add_argument("--execution-time-limit", type=_positive_int, metavar="MS", help="stop after MS milliseconds")
-    run.add_argument("--memory-limit", type=_positive_int, metavar="MB",
-                     help="stop once the process uses MB megabytes")
-    run.add_argument("--stop-on-failure", action="store_true",
-                     help="stop at the first failed message, leaving it on its queue (exit code 1)")
+    run.add_argument("--memory-limit", type=_positive_int, metavar="MB", help="stop once the process uses MB megabytes")
+    run.add_argument(
+        "--stop-on-failure",
+        action="store_true",
+        help="stop at the first failed message, leaving it on its queue (exit code 1)",
+    )
     run.add_argument("--finish-when-no-messages", action="store_true", help="stop when the queue is empty")
 
     setup = command("setup", "Declare the exchange, the endpoint queues and their bindings.")
@@ -275,8 +279,11 @@ def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: 
         container.setup(name)
         topology = container.topology.endpoint(name, container.routes)
         bindings = ", ".join(repr(key) for key in topology.bindings)
-        _out(masker, f"{name}: declared exchange {topology.exchange!r}, queue {topology.queue!r} bound to {bindings}, "
-                     f"and dead letter queue {dead_letter_queue(topology.queue)!r} on {where}")
+        _out(
+            masker,
+            f"{name}: declared exchange {topology.exchange!r}, queue {topology.queue!r} bound to {bindings}, "
+            f"and dead letter queue {dead_letter_queue(topology.queue)!r} on {where}",
+        )
     return EXIT_OK
 
 
@@ -305,8 +312,7 @@ def _metadata(args: argparse.Namespace) -> tuple[dict[str, str], str]:
 def _cmd_send_command(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
     payload = _read_payload(args)
     metadata, message_id = _metadata(args)
-    container.get(DistributedBus).send_command(args.destination, args.routing_key, payload, args.content_type,
-                                               metadata)
+    container.get(DistributedBus).send_command(args.destination, args.routing_key, payload, args.content_type, metadata)
     _out(masker, f"sent command {args.routing_key} to {args.destination} (id {message_id})")
     return EXIT_OK
 
@@ -370,8 +376,12 @@ def _execute(args: argparse.Namespace, masker: _Masker) -> int:
         container = MessagingContainer.from_config(path)
     try:
         masker.add_url(container.settings.transport.url)
-        log.info("configuration %s: service %r, transport %s", path, container.settings.service_name,
-                 container.settings.transport.masked_url)
+        log.info(
+            "configuration %s: service %r, transport %s",
+            path,
+            container.settings.service_name,
+            container.settings.transport.masked_url,
+        )
         return _COMMANDS[args.command](container, args, masker)
     finally:
         try:
@@ -392,11 +402,11 @@ def _exit_status(code: object) -> int:
 def _report(exc: BaseException, message: str, verbosity: int, masker: _Masker) -> None:
     if verbosity >= 3:
         sys.stderr.write(masker("".join(traceback.format_exception(exc))))
-    first, *_ = (message.strip() or type(exc).__name__).splitlines()
-    print(masker(f"{PROG}: error: {first}"), file=sys.stderr, flush=True)
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip()) or type(exc).__name__
+    print(masker(f"{PROG}: error: {line}"), file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Runs ``container-messaging`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit code."""
     parser = build_parser()
     try:

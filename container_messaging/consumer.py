@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Final
@@ -171,9 +171,7 @@ class EndpointConsumer:
             log.info("signal %s: stopping after the current message", signal.Signals(signum).name)
             self.stop(f"signal {signal.Signals(signum).name}")
 
-        previous: dict[int, Callable[..., Any] | int | None] = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:

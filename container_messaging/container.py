@@ -234,7 +234,7 @@ class MessagingContainer:
         return provider
 
     def _constructor_injections(self, cls: type) -> dict[str, Any]:
-        init = cls.__init__
+        init = cls.__init__  # type: ignore[misc]
         if init is object.__init__:
             return {}
         try:
@@ -372,7 +372,7 @@ class MessagingContainer:
 
 def _singleton_created(provider: Any) -> bool:
     try:
-        return provider._storage is not None  # type: ignore[no-any-return]
+        return provider._storage is not None
     except AttributeError:
         return True
 

@@ -201,7 +201,7 @@ def _compile(function: Callable[..., Any], instance: Callable[[], Any] | None,
     keywords = tuple((n, g) for n, g, kw in getters if kw)
 
     def target(message: Message) -> Callable[..., Any]:
-        return function.__get__(instance()) if instance is not None else function  # type: ignore[no-any-return]
+        return function.__get__(instance()) if instance is not None else function
 
     # The common shapes get a call without generic argument building.
     if instance is not None and convert is not None and not keywords:

@@ -53,7 +53,7 @@ def _target(obj: Any, decorator: str) -> Callable[..., Any]:
     func = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
     if not callable(func) or not hasattr(func, "__dict__"):
         raise HandlerDefinitionError(f"@{decorator} must decorate a function or method, got {obj!r}")
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def _mark(obj: F, marker: HandlerMarker, decorator: str) -> F:

@@ -141,8 +141,12 @@ class Message:
 
     def __repr__(self) -> str:
         payload = self.payload
-        shown = payload if not isinstance(payload, (bytes, str)) or len(payload) <= 80 else payload[:77] + "..."
-        return f"Message(id={self.headers.get(ID)!r}, content_type={self.content_type!r}, payload={shown!r})"
+        if isinstance(payload, (bytes, str)) and len(payload) > 80:
+            unit = "bytes" if isinstance(payload, bytes) else "characters"
+            shown = f"{payload[:77]!r}... ({len(payload)} {unit})"
+        else:
+            shown = repr(payload)
+        return f"Message(id={self.headers.get(ID)!r}, content_type={self.content_type!r}, payload={shown})"
 
     @classmethod
     def create(

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'sender':>8} | {line}", flush=True)
 
     failed = sender.returncode != 0
-    for name, process in consumers.items():
+    for process in consumers.values():
         try:
             process.wait(timeout=args.timeout + 10)
         except subprocess.TimeoutExpired:

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from container_messaging.conversion import Converter
-
 from container_messaging.distributed.topology import (
     PAYLOAD_TYPE,
     ROUTING_KEY,

@@ -213,7 +213,7 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch {transport.database_path} to WAL (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {transport.synchronous}")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in _SCHEMA:
