@@ -268,7 +268,7 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _M
 
 
 def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
-    from container_messaging.transports._kombu import dead_letter_queue  # noqa: PLC0415 - loads kombu
+    from container_messaging.transports import dead_letter_queue  # noqa: PLC0415
 
     names: list[str] = [args.name] if args.name is not None else container.list()
     if not names:

@@ -30,8 +30,23 @@ def glob_matches(pattern: str, routing_key: str) -> bool:
 
 
 def amqp_binding_key(pattern: str) -> str:
-    """The AMQP topic binding for an event handler's key: ``*`` is bound as ``#`` (as Ecotone does)."""
-    return pattern.replace("*", "#")
+    """The AMQP topic binding that delivers every key the glob ``pattern`` matches.
+
+    Ecotone binds ``*`` as ``#``; a whole-word ``*`` is bound here as ``*.#`` (one or more words), the exact
+    equivalent of the glob: ``billing.*`` binds ``billing.*.#``, which matches ``billing.a.b`` but not the bare
+    ``billing`` a service named billing receives its commands with. A ``*`` inside a word cannot be expressed in
+    AMQP: the binding stops there with ``#`` and the consumer's glob check drops what does not match.
+    """
+    words: list[str] = []
+    for word in pattern.split("."):
+        if word == "*":
+            words.append("*.#")
+        elif "*" in word:
+            words.append("#")
+            break
+        else:
+            words.append(word)
+    return ".".join(words)
 
 
 class RoutingTable:

@@ -7,5 +7,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e . >.venv/install.log 2>&1; then
+  cat .venv/install.log >&2
+  echo "installing the project failed (log above)" >&2
+  exit 1
+fi
 exec .venv/bin/python -m examples.demo "$@"

@@ -9,7 +9,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e '.[dev]' >.venv/install.log 2>&1; then
+  cat .venv/install.log >&2
+  echo "installing the project failed (log above)" >&2
+  exit 1
+fi
 echo "== ruff"
 .venv/bin/python -m ruff check .
 echo "== mypy --strict"

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, OutboundMessage, Receiver
+from container_messaging.transports.base import (
+    BaseTransport,
+    Delivery,
+    EndpointTopology,
+    OutboundMessage,
+    Receiver,
+    dead_letter_queue,
+)
 
 if TYPE_CHECKING:
     from container_messaging.config import TransportSettings
@@ -19,6 +26,7 @@ __all__ = [
     "OutboundMessage",
     "Receiver",
     "create_transport",
+    "dead_letter_queue",
     "reset_memory_transport",
 ]
 

@@ -22,12 +22,19 @@ import kombu
 from kombu import Exchange, Queue, binding
 
 from container_messaging.errors import TransportError, UnroutableMessageError
-from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, OutboundMessage, Receiver
+from container_messaging.transports.base import (
+    BaseTransport,
+    Delivery,
+    EndpointTopology,
+    OutboundMessage,
+    Receiver,
+    dead_letter_queue,
+)
 
 if TYPE_CHECKING:
     from container_messaging.config import TransportSettings
 
-__all__ = ["KombuTransport", "dead_letter_queue", "topic_matches"]
+__all__ = ["KombuTransport", "topic_matches"]
 
 log = logging.getLogger("container_messaging.transport")
 
@@ -38,10 +45,6 @@ _VIRTUAL_SCHEMES: Final = frozenset({"memory", "embedded", "redis", "rediss"})
 _AMQP_SCHEMES: Final = frozenset({"pyamqp", "amqp", "amqps"})
 
 T = TypeVar("T")
-
-
-def dead_letter_queue(queue: str) -> str:
-    return f"{queue}.dead_letter"
 
 
 @functools.lru_cache(maxsize=8192)

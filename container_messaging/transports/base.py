@@ -13,7 +13,12 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver"]
+__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver", "dead_letter_queue"]
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The queue that keeps the messages of ``queue`` that failed."""
+    return f"{queue}.dead_letter"
 
 
 @attrs.frozen

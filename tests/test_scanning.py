@@ -1,0 +1,211 @@
+"""Module scanning: recursive package walk, defining-module rule, import failures."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from container_messaging import CommandBus, EventBus, MessagingContainer, ScanError
+from container_messaging.markers import HandlerKind
+from container_messaging.scanning import scan
+
+SERVICE = """
+from container_messaging import command_handler
+
+class {cls}:
+    @command_handler("{key}")
+    def handle(self, payload: dict) -> str:
+        return "{key}"
+"""
+
+
+def build(*scan_list: str, **extra: Any) -> MessagingContainer:
+    return MessagingContainer.from_dict({"scan": list(scan_list), "transport": {"url": "memory://"}, **extra})
+
+
+def test_package_is_walked_recursively(make_module) -> None:
+    """Scanning a package finds handlers in its __init__, its modules and nested subpackages."""
+    make_module("sc_recursive.__init__", SERVICE.format(cls="Top", key="scan.top"))
+    make_module("sc_recursive.direct", SERVICE.format(cls="Direct", key="scan.direct"))
+    make_module("sc_recursive.sub.deeper.handlers", SERVICE.format(cls="Deep", key="scan.deep"))
+
+    found = scan(["sc_recursive"])
+
+    assert sorted(f.name for f in found) == [
+        "sc_recursive.Top.handle",
+        "sc_recursive.direct.Direct.handle",
+        "sc_recursive.sub.deeper.handlers.Deep.handle",
+    ]
+    bus = build("sc_recursive").get(CommandBus)
+    assert bus.send_with_routing("scan.deep", {}) == "scan.deep"
+
+
+def test_found_handler_describes_owner_marker_and_function(make_module) -> None:
+    """A found method handler records its owner class, marker, function and qualified name."""
+    name = make_module("sc_found_fields", SERVICE.format(cls="Billing", key="scan.fields"))
+    module = importlib.import_module(name)
+
+    (found,) = scan([name])
+
+    assert found.owner is module.Billing
+    assert found.function is module.Billing.__dict__["handle"]
+    assert found.marker.kind is HandlerKind.COMMAND
+    assert found.marker.routing_key == "scan.fields"
+    assert found.distributed is False
+    assert found.name == f"{name}.Billing.handle"
+
+
+def test_reexported_class_is_taken_only_from_its_defining_module(make_module) -> None:
+    """A handler class re-exported by another scanned module is found once, so no duplicate-handler error."""
+    make_module("sc_reexport.defining", SERVICE.format(cls="Service", key="scan.reexport"))
+    make_module(
+        "sc_reexport.api",
+        """
+        from sc_reexport.defining import Service
+        from sc_reexport import defining as alias_module
+
+        Alias = Service
+        """,
+    )
+
+    found = scan(["sc_reexport.api", "sc_reexport.defining", "sc_reexport"])
+
+    assert [f.name for f in found] == ["sc_reexport.defining.Service.handle"]
+    assert build("sc_reexport.api", "sc_reexport").get(CommandBus).send_with_routing("scan.reexport", {}) == (
+        "scan.reexport"
+    )
+
+
+def test_reexported_function_is_taken_only_from_its_defining_module(make_module) -> None:
+    """A module-level handler function re-exported elsewhere is found once."""
+    make_module(
+        "sc_reexport_fn.defining",
+        """
+        from container_messaging import event_handler
+
+        calls = []
+
+        @event_handler("scan.fn")
+        def on_event(payload: dict) -> None:
+            calls.append(payload)
+        """,
+    )
+    make_module("sc_reexport_fn.other", "from sc_reexport_fn.defining import on_event\n")
+
+    container = build("sc_reexport_fn")
+    container.get(EventBus).publish_with_routing("scan.fn", {"n": 1})
+
+    assert [f.name for f in scan(["sc_reexport_fn"])] == ["sc_reexport_fn.defining.on_event"]
+    assert importlib.import_module("sc_reexport_fn.defining").calls == [{"n": 1}]
+
+
+def test_reexport_only_module_contributes_no_handler(make_module) -> None:
+    """Scanning only a module that re-exports a handler class finds nothing: the defining module is not scanned."""
+    make_module("sc_reexport_only.defining", SERVICE.format(cls="Service", key="scan.only"))
+    make_module("sc_reexport_only_api", "from sc_reexport_only.defining import Service\n")
+
+    assert scan(["sc_reexport_only_api"]) == ()
+
+
+def test_module_listed_twice_is_scanned_once(make_module) -> None:
+    """A module listed twice, or both itself and through its package, yields its handlers once."""
+    make_module("sc_twice.handlers", SERVICE.format(cls="Service", key="scan.twice"))
+
+    found = scan(["sc_twice.handlers", "sc_twice", "sc_twice.handlers"])
+
+    assert [f.name for f in found] == ["sc_twice.handlers.Service.handle"]
+
+
+def test_module_that_fails_to_import_is_a_scan_error(make_module) -> None:
+    """A scanned module raising on import gives ScanError naming the module and the original exception."""
+    name = make_module("sc_broken_module", "raise RuntimeError('database url missing xyz123')\n")
+
+    with pytest.raises(ScanError) as info:
+        build(name)
+
+    message = str(info.value)
+    assert "'sc_broken_module'" in message
+    assert "RuntimeError" in message
+    assert "database url missing xyz123" in message
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_submodule_that_fails_to_import_is_a_scan_error(make_module) -> None:
+    """A failing submodule of a scanned package gives ScanError naming the submodule and its exception."""
+    make_module("sc_broken_sub.good", SERVICE.format(cls="Good", key="scan.good"))
+    make_module("sc_broken_sub.bad", "import math\nmath.sqrt('not a number')\n")
+
+    with pytest.raises(ScanError) as info:
+        build("sc_broken_sub")
+
+    message = str(info.value)
+    assert "'sc_broken_sub.bad'" in message
+    assert "'sc_broken_sub'" in message
+    assert "TypeError" in message
+    assert "must be real number" in message
+
+
+def test_subpackage_whose_init_fails_is_a_scan_error(make_module) -> None:
+    """A subpackage whose __init__ raises gives ScanError naming that subpackage and the exception."""
+    make_module("sc_broken_init.inner.__init__", "raise ValueError('bad init qwe789')\n")
+    make_module("sc_broken_init.inner.handlers", SERVICE.format(cls="H", key="scan.inner"))
+
+    with pytest.raises(ScanError) as info:
+        scan(["sc_broken_init"])
+
+    message = str(info.value)
+    assert "'sc_broken_init.inner'" in message
+    assert "ValueError" in message
+    assert "bad init qwe789" in message
+
+
+def test_submodule_with_missing_import_is_a_scan_error(make_module) -> None:
+    """A submodule importing a missing module gives ScanError naming the submodule and the missing module."""
+    make_module("sc_missing_dep.handlers", "import sc_no_such_dependency_abc\n")
+
+    with pytest.raises(ScanError) as info:
+        scan(["sc_missing_dep"])
+
+    message = str(info.value)
+    assert "'sc_missing_dep.handlers'" in message
+    assert "sc_no_such_dependency_abc" in message
+
+
+def test_nonexistent_module_is_a_scan_error() -> None:
+    """Scanning a module that does not exist gives ScanError naming it."""
+    with pytest.raises(ScanError, match=r"'sc_does_not_exist_4242\.handlers'"):
+        build("sc_does_not_exist_4242.handlers")
+
+
+def test_every_marked_member_is_found(make_module) -> None:
+    """Every marked method of a class and every marked function of a module is found."""
+    name = make_module(
+        "sc_all_members",
+        """
+        from container_messaging import command_handler, event_handler, query_handler
+
+        class Service:
+            @command_handler("scan.a")
+            def a(self, payload: dict) -> None: ...
+
+            @query_handler("scan.b")
+            def b(self, payload: dict) -> None: ...
+
+            def not_a_handler(self) -> None: ...
+
+        @event_handler("scan.c")
+        @event_handler("scan.d")
+        def c(payload: dict) -> None: ...
+        """,
+    )
+
+    found = scan([name])
+
+    assert sorted((f.name.rsplit(".", 1)[-1], f.marker.routing_key) for f in found) == [
+        ("a", "scan.a"),
+        ("b", "scan.b"),
+        ("c", "scan.c"),
+        ("c", "scan.d"),
+    ]
