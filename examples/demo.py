@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"billing": "configs/billing.yaml", "ticket": "configs/ticket.ini", "user": "configs/user.yaml"}
+SERVICES = {"billing": "billing.yaml", "ticket": "ticket.ini", "user": "user.yaml"}
 
 
 def _cli(*args: str) -> list[str]:
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=3, help="how many commands the user service sends")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the consumers")
+    parser.add_argument("--config-dir", default=str(ROOT / "configs"), help="where billing.yaml, ticket.ini and "
+                        "user.yaml are")
     args = parser.parse_args(argv)
 
     data = tempfile.mkdtemp(prefix="container-messaging-demo-")
@@ -43,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     url = env.get("CONTAINER_MESSAGING_URL", "embedded://")
     print(f"transport: {url.split('@')[-1] if '@' in url else url}   data folder: {data}\n", flush=True)
 
-    for name, config in SERVICES.items():
+    configs = {name: str(Path(args.config_dir) / file) for name, file in SERVICES.items()}
+    for name, config in configs.items():
         subprocess.run(_cli("--config", config, "setup", name), cwd=ROOT, env=env, check=True)
 
     consumers: dict[str, subprocess.Popen[str]] = {}
     outputs: dict[str, list[str]] = {}
     pumps: list[threading.Thread] = []
-    for name, config in SERVICES.items():
+    for name, config in configs.items():
         process = subprocess.Popen(
             _cli("--config", config, "run", name, "--handled-message-limit", str(args.count),
                  "--execution-time-limit", str(int(args.timeout * 1000))),
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         pump.start()
         pumps.append(pump)
 
-    sender = subprocess.run([sys.executable, "-m", "examples.user.main", "--count", str(args.count)],
+    sender = subprocess.run([sys.executable, "-m", "examples.user.main", "--count", str(args.count),
+                             "--config", configs["user"]],
                             cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     for line in (sender.stdout + sender.stderr).splitlines():
         print(f"{'sender':>8} | {line}", flush=True)

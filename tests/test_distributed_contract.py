@@ -23,7 +23,7 @@ from container_messaging.transports import OutboundMessage
 
 from conftest import transport_section
 
-HANDLERS = '''
+HANDLERS = """
 import attrs
 from typing import Annotated
 from container_messaging import (
@@ -88,14 +88,15 @@ class Subscriber:
     @event_handler("orders.ship*")
     def on_shipping(self, event: dict) -> None:
         RECEIVED.append(("on_shipping", event, {}))
-'''
+"""
 
 
 class Services:
     """Builds one container per service on the transport under test, all scanning one handler module."""
 
-    def __init__(self, kind: str, tmp_path: Path, distribution: dict[str, str],
-                 make_module: Callable[[str, str], str]) -> None:
+    def __init__(
+        self, kind: str, tmp_path: Path, distribution: dict[str, str], make_module: Callable[[str, str], str]
+    ) -> None:
         self.kind = kind
         self.tmp_path = tmp_path
         self.distribution = distribution
@@ -104,13 +105,15 @@ class Services:
         self.containers: list[MessagingContainer] = []
 
     def container(self, service_name: str, **conversion: Any) -> MessagingContainer:
-        container = MessagingContainer.from_dict({
-            "service_name": service_name,
-            "scan": [self.module_name],
-            "transport": transport_section(self.kind, self.tmp_path),
-            "distribution": self.distribution,
-            **({"conversion": conversion} if conversion else {}),
-        })
+        container = MessagingContainer.from_dict(
+            {
+                "service_name": service_name,
+                "scan": [self.module_name],
+                "transport": transport_section(self.kind, self.tmp_path),
+                "distribution": self.distribution,
+                **({"conversion": conversion} if conversion else {}),
+            }
+        )
         self.containers.append(container)
         return container
 
@@ -145,8 +148,9 @@ def _drain_and_forget(container: MessagingContainer, queue: str) -> None:
 
 
 @pytest.fixture
-def services(transport_kind: str, tmp_path: Path, distribution: dict[str, str],
-             make_module: Callable[[str, str], str]) -> Any:
+def services(
+    transport_kind: str, tmp_path: Path, distribution: dict[str, str], make_module: Callable[[str, str], str]
+) -> Any:
     built = Services(transport_kind, tmp_path, distribution, make_module)
     yield built
     built.close()
@@ -161,9 +165,13 @@ def test_command_reaches_the_distributed_handler_with_ecotone_headers(services: 
     """A command sent to another service is handled there, with every header Ecotone puts on the wire."""
     billing, user = services.container("billing"), services.container("user")
     billing.setup()
-    user.get(DistributedBus).send_command("billing", "billing.changeDetails",
-                                          '{"personId":"123","billingDetails":"01111"}', "application/json",
-                                          {"tenant": "acme"})
+    user.get(DistributedBus).send_command(
+        "billing",
+        "billing.changeDetails",
+        '{"personId":"123","billingDetails":"01111"}',
+        "application/json",
+        {"tenant": "acme"},
+    )
     result = drain(billing)
 
     [(_, command, headers)] = services.received("billing.changeDetails")
@@ -283,20 +291,28 @@ def test_stop_on_failure_keeps_the_message_on_its_queue(services: Services) -> N
 
 
 def _publish_raw(container: MessagingContainer, routing_key: str, headers: dict[str, Any], body: bytes) -> None:
-    container.transport.publish(container.topology.exchange,
-                                OutboundMessage(routing_key, body, headers, "application/json", str(uuid.uuid4())),
-                                mandatory=True)
+    container.transport.publish(
+        container.topology.exchange,
+        OutboundMessage(routing_key, body, headers, "application/json", str(uuid.uuid4())),
+        mandatory=True,
+    )
 
 
 def test_command_targeted_at_another_service_is_an_error(services: Services) -> None:
     """A command whose targetServiceName is another service is refused and dead-lettered, naming both services."""
     billing = services.container("billing")
     billing.setup()
-    _publish_raw(billing, "billing", {
-        "id": str(uuid.uuid4()), "ecotone.distributed.payloadType": "command",
-        "ecotone.distributed.routingKey": "billing.changeDetails",
-        "ecotone.distributed.targetServiceName": "shipping",
-    }, b'{"personId":"1","billingDetails":"x"}')
+    _publish_raw(
+        billing,
+        "billing",
+        {
+            "id": str(uuid.uuid4()),
+            "ecotone.distributed.payloadType": "command",
+            "ecotone.distributed.routingKey": "billing.changeDetails",
+            "ecotone.distributed.targetServiceName": "shipping",
+        },
+        b'{"personId":"1","billingDetails":"x"}',
+    )
     result = drain(billing)
     assert result.failed == 1
     assert services.received("billing.changeDetails") == []
@@ -307,8 +323,16 @@ def test_unknown_payload_type_is_an_error(services: Services) -> None:
     """A distributed message with an unknown payloadType is refused and dead-lettered."""
     billing = services.container("billing")
     billing.setup()
-    _publish_raw(billing, "billing", {"id": str(uuid.uuid4()), "ecotone.distributed.payloadType": "query",
-                                      "ecotone.distributed.routingKey": "billing.changeDetails"}, b"{}")
+    _publish_raw(
+        billing,
+        "billing",
+        {
+            "id": str(uuid.uuid4()),
+            "ecotone.distributed.payloadType": "query",
+            "ecotone.distributed.routingKey": "billing.changeDetails",
+        },
+        b"{}",
+    )
     assert drain(billing).failed == 1
     assert billing.transport.queue_size(billing.topology.queue("billing") + ".dead_letter") == 1
 
@@ -341,9 +365,13 @@ def test_handler_messages_carry_correlation_and_causation_across_services(servic
     billing, ticket, user = services.container("billing"), services.container("ticket"), services.container("user")
     billing.setup()
     ticket.setup()
-    user.get(DistributedBus).send_command("billing", "billing.changeDetails",
-                                          '{"personId":"1","billingDetails":"x"}', "application/json",
-                                          {"tenant": "acme"})
+    user.get(DistributedBus).send_command(
+        "billing",
+        "billing.changeDetails",
+        '{"personId":"1","billingDetails":"x"}',
+        "application/json",
+        {"tenant": "acme"},
+    )
     drain(billing)
     drain(ticket)
     [(_, _, command_headers)] = services.received("billing.changeDetails")

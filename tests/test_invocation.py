@@ -141,7 +141,7 @@ def test_dataclass_payload_from_json_bytes(payloads) -> None:
         ("inv.bytes", '{"a": 1}', JSON, b'{"a": 1}'),
         ("inv.dict", '{"a": 1, "b": [true, null]}', JSON, {"a": 1, "b": [True, None]}),
         ("inv.dict", {"in": "process"}, MediaType.PYTHON_OBJECT, {"in": "process"}),
-        ("inv.list", "[1, 2.5, \"x\"]", JSON, [1, 2.5, "x"]),
+        ("inv.list", '[1, 2.5, "x"]', JSON, [1, 2.5, "x"]),
         ("inv.list", [1, 2], MediaType.PYTHON_OBJECT, [1, 2]),
         ("inv.untyped", '{"k": "v"}', JSON, {"k": "v"}),
     ],
@@ -271,7 +271,9 @@ def test_missing_header_without_default_names_the_header(headers_module) -> None
     assert module.calls == []
 
 
-@pytest.mark.parametrize(("key", "default"), [("inv.header_default", "none"), ("inv.header_python_default", "fallback")])
+@pytest.mark.parametrize(
+    ("key", "default"), [("inv.header_default", "none"), ("inv.header_python_default", "fallback")]
+)
 def test_missing_header_with_default_gets_the_default(headers_module, key: str, default: str) -> None:
     """A missing header with a Header(default=...) or a Python default receives that default."""
     module, bus = headers_module
