@@ -38,8 +38,9 @@ class _GatewayBus:
             raise NoHandlerError(f"no {self._kind.value} handler for class {_name(type(payload))}")
         return handler(_message(payload, MediaType.PYTHON_OBJECT, metadata))
 
-    def _send_with_routing(self, routing_key: str, payload: Any, media_type: str,
-                           metadata: Mapping[str, Any] | None) -> Any:
+    def _send_with_routing(
+        self, routing_key: str, payload: Any, media_type: str, metadata: Mapping[str, Any] | None
+    ) -> Any:
         return self.dispatch(routing_key, _message(payload, media_type, metadata))
 
     def handler_for(self, routing_key: str) -> Handler:
@@ -61,9 +62,13 @@ class CommandBus(_GatewayBus):
     def send(self, command: object, metadata: Mapping[str, Any] | None = None) -> Any:
         return self._send(command, metadata)
 
-    def send_with_routing(self, routing_key: str, command: Any = None,
-                          media_type: str = MediaType.PYTHON_OBJECT,
-                          metadata: Mapping[str, Any] | None = None) -> Any:
+    def send_with_routing(
+        self,
+        routing_key: str,
+        command: Any = None,
+        media_type: str = MediaType.PYTHON_OBJECT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         return self._send_with_routing(routing_key, command, media_type, metadata)
 
 
@@ -75,9 +80,13 @@ class QueryBus(_GatewayBus):
     def send(self, query: object, metadata: Mapping[str, Any] | None = None) -> Any:
         return self._send(query, metadata)
 
-    def send_with_routing(self, routing_key: str, query: Any = None,
-                          media_type: str = MediaType.PYTHON_OBJECT,
-                          metadata: Mapping[str, Any] | None = None) -> Any:
+    def send_with_routing(
+        self,
+        routing_key: str,
+        query: Any = None,
+        media_type: str = MediaType.PYTHON_OBJECT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         return self._send_with_routing(routing_key, query, media_type, metadata)
 
 
@@ -92,9 +101,13 @@ class EventBus:
         for handler in self._routes.events_for_class(type(event)):
             handler(message)
 
-    def publish_with_routing(self, routing_key: str, event: Any = None,
-                             media_type: str = MediaType.PYTHON_OBJECT,
-                             metadata: Mapping[str, Any] | None = None) -> None:
+    def publish_with_routing(
+        self,
+        routing_key: str,
+        event: Any = None,
+        media_type: str = MediaType.PYTHON_OBJECT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.dispatch(routing_key, _message(event, media_type, metadata))
 
     def dispatch(self, routing_key: str, message: Message) -> int:
@@ -111,8 +124,13 @@ class MessageChannels:
     def __init__(self, routes: RoutingTable) -> None:
         self._routes = routes
 
-    def send(self, channel: str, payload: Any, media_type: str = MediaType.PYTHON_OBJECT,
-             metadata: Mapping[str, Any] | None = None) -> Any:
+    def send(
+        self,
+        channel: str,
+        payload: Any,
+        media_type: str = MediaType.PYTHON_OBJECT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         return self.dispatch(channel, _message(payload, media_type, metadata))
 
     def dispatch(self, channel: str, message: Message) -> Any:

@@ -86,8 +86,16 @@ def failure_headers(exc: BaseException, endpoint: str, attempts: int) -> dict[st
 class EndpointConsumer:
     """Consumes one endpoint's queue until a limit, a signal, or (optionally) a failure stops it."""
 
-    def __init__(self, *, name: str, transport: BaseTransport, topology: EndpointTopology,
-                 dispatcher: DistributedDispatcher, prefetch_count: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        transport: BaseTransport,
+        topology: EndpointTopology,
+        dispatcher: DistributedDispatcher,
+        prefetch_count: int,
+        idle_timeout: float,
+    ) -> None:
         self.name = name
         self._transport = transport
         self._topology = topology
@@ -107,10 +115,16 @@ class EndpointConsumer:
         handled = failed = 0
         started = time.monotonic()
         deadline = started + options.execution_time_limit / 1000 if options.execution_time_limit else None
-        log.info("endpoint %r consuming queue %r on %s", self.name, self._topology.queue,
-                 getattr(self._transport, "description", self._transport))
-        with self._signals(), self._transport.open_receiver(self._topology.queue,
-                                                             prefetch_count=self._prefetch_count) as receiver:
+        log.info(
+            "endpoint %r consuming queue %r on %s",
+            self.name,
+            self._topology.queue,
+            getattr(self._transport, "description", self._transport),
+        )
+        with (
+            self._signals(),
+            self._transport.open_receiver(self._topology.queue, prefetch_count=self._prefetch_count) as receiver,
+        ):
             while self._stop_reason is None:
                 timeout = _POLL_SECONDS
                 if options.finish_when_no_messages:
@@ -145,8 +159,14 @@ class EndpointConsumer:
         try:
             outcome = self._dispatcher.dispatch(message)
         except Exception as exc:
-            log.error("endpoint %r: message %r failed: %s: %s", self.name, delivery.headers.get(ID),
-                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "endpoint %r: message %r failed: %s: %s",
+                self.name,
+                delivery.headers.get(ID),
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             if options.stop_on_failure:
                 delivery.requeue()
             else:

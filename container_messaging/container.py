@@ -14,7 +14,7 @@ import inspect
 import logging
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, overload
 
@@ -85,8 +85,9 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 class MessagingContainer:
     """The messaging application: configuration, scanned handlers, buses and transports, wired by type."""
 
-    def __init__(self, settings: Settings | None = None, *, app: Any = None,
-                 transport: BaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, app: Any = None, transport: BaseTransport | None = None
+    ) -> None:
         self.settings = settings or settings_from_dict({})
         s = self.settings
         self.di = containers.DynamicContainer()
@@ -94,17 +95,19 @@ class MessagingContainer:
         self._explicit: dict[type, tuple[str, Any]] = {}
         self._building: list[type] = []
 
-        self.converter = Converter(camel_case=s.conversion.json_keys == "camelCase",
-                                   forbid_unknown_keys=s.conversion.forbid_unknown_keys)
+        self.converter = Converter(
+            camel_case=s.conversion.json_keys == "camelCase", forbid_unknown_keys=s.conversion.forbid_unknown_keys
+        )
         self.topology = DistributedTopology(s.distribution.exchange, s.distribution.queue_prefix)
-        transport_provider: Any = (providers.Object(transport) if transport is not None
-                                   else providers.Singleton(create_transport, s.transport))
+        transport_provider: Any = (
+            providers.Object(transport) if transport is not None else providers.Singleton(create_transport, s.transport)
+        )
         config = providers.Configuration(strict=True)
         config.from_dict(s.as_dict())
-        self.di.set_provider("config", config)
+        self.di.set_provider("messaging_config", config)
 
         framework: dict[str, tuple[type | None, Any]] = {
-            "settings": (Settings, providers.Object(s)),
+            "messaging_settings": (Settings, providers.Object(s)),
             "messaging_container": (MessagingContainer, providers.Object(self)),
             "converter": (Converter, providers.Object(self.converter)),
             "transport": (BaseTransport, transport_provider),
@@ -114,10 +117,9 @@ class MessagingContainer:
         if app is not None:
             self._add_app_container(app)
 
-        # Scan, build one singleton provider per handler class, compile every handler.
-        found = scan(s.scan)
-        handlers = self._build_handlers(found)
-        self.routes = RoutingTable(handlers)
+        # The buses exist before the handlers (they share the routing table, filled below), so a handler's
+        # constructor and its method-injected parameters resolve at once, and every error surfaces here, at boot.
+        self.routes = RoutingTable()
         buses: dict[str, tuple[type, Any]] = {
             "command_bus": (CommandBus, CommandBus(self.routes)),
             "query_bus": (QueryBus, QueryBus(self.routes)),
@@ -127,17 +129,28 @@ class MessagingContainer:
         for name, (tp, bus) in buses.items():
             self._register_explicit(name, tp, providers.Object(bus), "the framework")
         if s.service_name is not None:
-            self._register_explicit("distributed_bus", DistributedBus, providers.Singleton(
-                DistributedBus, service_name=s.service_name, transport=transport_provider,
-                converter=self.converter, topology=self.topology, auto_declare=s.transport.auto_declare,
-            ), "the framework")
-        elif any(h.distributed for h in handlers):
-            names = ", ".join(h.name for h in handlers if h.distributed)
-            raise ConfigurationError(
-                f"{self._source}: service_name: distributed handlers ({names}) need a configured service_name"
+            self._register_explicit(
+                "distributed_bus",
+                DistributedBus,
+                providers.Singleton(
+                    DistributedBus,
+                    service_name=s.service_name,
+                    transport=transport_provider,
+                    converter=self.converter,
+                    topology=self.topology,
+                    auto_declare=s.transport.auto_declare,
+                ),
+                "the framework",
             )
-        # Handler classes were resolved before the buses existed: check their constructors now, at boot.
-        self._check_deferred()
+
+        handlers = [self._build_handler(found) for found in scan(s.scan)]
+        distributed = [h.name for h in handlers if h.distributed]
+        if distributed and s.service_name is None:
+            raise ConfigurationError(
+                f"{self._source}: service_name: distributed handlers ({', '.join(distributed)}) "
+                "need a configured service_name"
+            )
+        self.routes.extend(handlers)
 
     # -- construction helpers ----------------------------------------------------------------------------------
 
@@ -159,8 +172,9 @@ class MessagingContainer:
         return cls(load_settings(path), app=app)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, app: Any = None,
-                  transport: BaseTransport | None = None) -> MessagingContainer:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, app: Any = None, transport: BaseTransport | None = None
+    ) -> MessagingContainer:
         return cls(settings_from_dict(data), app=app, transport=transport)
 
     def _register_explicit(self, name: str, tp: type | None, provider: Any, owner: str) -> None:
@@ -184,8 +198,10 @@ class MessagingContainer:
             raise ContainerError(f"app must be a dependency-injector container, got {type(app).__name__}")
         for name, provider in app_providers.items():
             if name in self.di.providers:
-                raise ContainerError(f"the application container's provider {name!r} clashes with the framework's "
-                                     f"provider of that name; rename it")
+                raise ContainerError(
+                    f"the application container's provider {name!r} clashes with the framework's "
+                    f"provider of that name; rename it"
+                )
             self._register_explicit(name, _provided_type(provider), provider, "the application container")
 
     # -- resolution by type ----------------------------------------------------------------------------------------
@@ -198,23 +214,41 @@ class MessagingContainer:
             return found[1]
         if not isinstance(tp, type):
             raise MissingDependencyError(f"no provider for {tp!r}, needed by {where}")
+        if getattr(tp, "_is_protocol", False) or inspect.isabstract(tp):
+            candidates_of_protocol = self._explicit_subclasses(tp, where)
+            if candidates_of_protocol is not None:
+                return candidates_of_protocol
+            raise MissingDependencyError(
+                f"no provider for {_type_name(tp)}, needed by {where}; it is abstract, so provide an implementation "
+                "in the application container"
+            )
         if tp is DistributedBus:
-            raise ConfigurationError(f"{self._source}: service_name: {where} needs DistributedBus, "
-                                     "which needs a configured service_name")
-        candidates = [(n, p) for t, (n, p) in self._explicit.items() if t is not tp and issubclass(t, tp)]
+            raise ConfigurationError(
+                f"{self._source}: service_name: {where} needs DistributedBus, which needs a configured service_name"
+            )
+        found_subclass = self._explicit_subclasses(tp, where)
+        if found_subclass is not None:
+            return found_subclass
+        return self._autowire(tp, where)
+
+    def _explicit_subclasses(self, tp: type, where: str) -> Any:
+        """The one explicit provider of a subclass of ``tp`` (None when there is none; an error when several)."""
+        try:
+            candidates = [(n, p) for t, (n, p) in self._explicit.items() if t is not tp and issubclass(t, tp)]
+        except TypeError:  # a Protocol that is not runtime-checkable cannot be matched by subclass
+            return None
         if len(candidates) > 1:
             raise AmbiguousDependencyError(
                 f"{where} needs {_type_name(tp)}, provided by several explicit providers: "
                 + ", ".join(repr(n) for n, _ in candidates)
             )
-        if candidates:
-            self._by_type[tp] = candidates[0]
-            return candidates[0][1]
-        return self._autowire(tp, where)
+        if not candidates:
+            return None
+        self._by_type[tp] = candidates[0]
+        return candidates[0][1]
 
     def _autowire(self, cls: type, where: str) -> Any:
-        if (cls.__module__ in _NOT_AUTOWIRED or inspect.isabstract(cls)
-                or getattr(cls, "_is_protocol", False) or cls.__module__.startswith("container_messaging")):
+        if cls.__module__ in _NOT_AUTOWIRED or cls.__module__.startswith("container_messaging"):
             raise MissingDependencyError(
                 f"no provider for {_type_name(cls)}, needed by {where}; provide it in the application container"
             )
@@ -255,43 +289,18 @@ class MessagingContainer:
             try:
                 kwargs[param.name] = self.provider_for(annotation, where)
             except MissingDependencyError:
-                if param.default is inspect.Parameter.empty and not _unwrap_optional(annotation)[1]:
+                if param.default is not inspect.Parameter.empty:
+                    continue  # the constructor's default applies
+                if not _unwrap_optional(annotation)[1]:
                     raise
+                kwargs[param.name] = providers.Object(None)  # ``T | None`` with nothing providing T
         return kwargs
 
-    def _build_handlers(self, found: Iterable[FoundHandler]) -> list[Handler]:
-        found = list(found)
-        self._deferred: list[FoundHandler] = found
-        handlers: list[Handler] = []
-        instances: dict[type, Any] = {}
-        for item in found:
-            instance = None
-            if item.owner is not None:
-                instance = instances.get(item.owner)
-                if instance is None:
-                    instance = instances[item.owner] = _LazyProvider(self, item.owner)
-            handlers.append(build_handler(item, converter=self.converter, resolve=self._resolve_lazily,
-                                          instance=instance))
-        return handlers
-
-    def _resolve_lazily(self, tp: Any, where: str) -> Callable[[], Any]:
-        """Handler parameters may ask for the buses, which exist only once the routing table is built."""
-        lazy = _LazyProvider(self, tp, where)
-        self._lazy.append(lazy)
-        return lazy
-
-    @property
-    def _lazy(self) -> list[_LazyProvider]:
-        if not hasattr(self, "_lazy_list"):
-            self._lazy_list: list[_LazyProvider] = []
-        return self._lazy_list
-
-    def _check_deferred(self) -> None:
-        for item in self._deferred:
-            if item.owner is not None:
-                self.provider_for(item.owner, f"handler class of {item.name}")
-        for lazy in self._lazy:
-            lazy.bind()
+    def _build_handler(self, found: FoundHandler) -> Handler:
+        instance = None
+        if found.owner is not None:
+            instance = self.provider_for(found.owner, f"the handler class of {found.name}")
+        return build_handler(found, converter=self.converter, resolve=self.provider_for, instance=instance)
 
     # -- public API ------------------------------------------------------------------------------------------------
 
@@ -332,24 +341,39 @@ class MessagingContainer:
             raise EndpointError(f"unknown endpoint {name!r} (available: {available})")
         t = self.settings.transport
         dispatcher = DistributedDispatcher(
-            service_name=name, routes=self.routes, commands=self.get(CommandBus), events=self.get(EventBus),
+            service_name=name,
+            routes=self.routes,
+            commands=self.get(CommandBus),
+            events=self.get(EventBus),
             channels=self.get(MessageChannels),
         )
-        return EndpointConsumer(name=name, transport=self.transport, topology=self.topology.endpoint(name, self.routes),
-                                dispatcher=dispatcher, prefetch_count=t.prefetch_count,
-                                idle_timeout=max(0.5, 10 * t.polling_interval))
+        return EndpointConsumer(
+            name=name,
+            transport=self.transport,
+            topology=self.topology.endpoint(name, self.routes),
+            dispatcher=dispatcher,
+            prefetch_count=t.prefetch_count,
+            idle_timeout=max(0.5, 10 * t.polling_interval),
+        )
 
     def setup(self, name: str | None = None) -> None:
         """Declares the exchange and the endpoint's queue and bindings (all endpoints when no name); idempotent."""
         for endpoint in [name] if name is not None else self.list():
             self.transport.setup_endpoint(self._endpoint(endpoint)._topology)
 
-    def run(self, name: str, handled_message_limit: int | None = None, execution_time_limit: int | None = None,
-            memory_limit: int | None = None, stop_on_failure: bool = False,
-            finish_when_no_messages: bool = False) -> RunResult:
+    def run(
+        self,
+        name: str,
+        handled_message_limit: int | None = None,
+        execution_time_limit: int | None = None,
+        memory_limit: int | None = None,
+        stop_on_failure: bool = False,
+        finish_when_no_messages: bool = False,
+    ) -> RunResult:
         """Consumes endpoint ``name`` until a limit is reached or SIGINT/SIGTERM (Ecotone's ``run``)."""
-        options = RunOptions(handled_message_limit, execution_time_limit, memory_limit, stop_on_failure,
-                             finish_when_no_messages)
+        options = RunOptions(
+            handled_message_limit, execution_time_limit, memory_limit, stop_on_failure, finish_when_no_messages
+        )
         return self._endpoint(name).run(options)
 
     def close(self) -> None:
@@ -366,8 +390,10 @@ class MessagingContainer:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<MessagingContainer service={self.settings.service_name!r} handlers={len(self.routes.handlers)} "
-                f"transport={self.settings.transport.masked_url!r}>")
+        return (
+            f"<MessagingContainer service={self.settings.service_name!r} handlers={len(self.routes.handlers)} "
+            f"transport={self.settings.transport.masked_url!r}>"
+        )
 
 
 def _singleton_created(provider: Any) -> bool:
@@ -375,25 +401,3 @@ def _singleton_created(provider: Any) -> bool:
         return provider._storage is not None
     except AttributeError:
         return True
-
-
-class _LazyProvider:
-    """A provider looked up by type once the container is complete (handler instances and injected parameters)."""
-
-    __slots__ = ("_container", "_provider", "_type", "_where")
-
-    def __init__(self, container: MessagingContainer, tp: Any, where: str | None = None) -> None:
-        self._container = container
-        self._type = tp
-        self._where = where or f"handler class {_type_name(tp)}"
-        self._provider: Any = None
-
-    def bind(self) -> None:
-        self._provider = self._container.provider_for(self._type, self._where)
-
-    def __call__(self) -> Any:
-        provider = self._provider
-        if provider is None:
-            self.bind()
-            provider = self._provider
-        return provider()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Final, Protocol
@@ -111,8 +112,9 @@ def _headers(message: Message) -> Headers:
     return message.headers
 
 
-def build_handler(found: FoundHandler, *, converter: PayloadConverter, resolve: Resolver,
-                  instance: Callable[[], Any] | None) -> Handler:
+def build_handler(
+    found: FoundHandler, *, converter: PayloadConverter, resolve: Resolver, instance: Callable[[], Any] | None
+) -> Handler:
     """Compiles one found handler into a :class:`Handler`; every definition error is raised here, at boot."""
     function, name = found.function, found.name
     try:
@@ -154,8 +156,11 @@ def build_handler(found: FoundHandler, *, converter: PayloadConverter, resolve: 
             try:
                 provider = resolve(_strip_annotated(annotation), f"parameter {param.name!r} of handler {name}")
             except MissingDependencyError:
-                if param.default is inspect.Parameter.empty:
+                if param.default is not inspect.Parameter.empty:
+                    continue  # the Python default applies
+                if not _is_optional(annotation):
                     raise
+                getters.append((param.name, _none, keyword))  # ``T | None`` and nothing provides T
                 continue
             getters.append((param.name, _injected(provider), keyword))
 
@@ -165,14 +170,33 @@ def build_handler(found: FoundHandler, *, converter: PayloadConverter, resolve: 
             f"distributed handler {name} needs a routing key: other services address it by key, not by class"
         )
     if found.distributed and found.marker.kind is HandlerKind.QUERY:
-        raise HandlerDefinitionError(f"handler {name}: queries cannot be distributed (Ecotone distributes "
-                                     "commands, events and messages)")
+        raise HandlerDefinitionError(
+            f"handler {name}: queries cannot be distributed (Ecotone distributes commands, events and messages)"
+        )
 
     convert = converter.plan(payload_target) if has_payload else None
     call = _compile(function, instance, convert, getters)
-    return Handler(name=name, kind=found.marker.kind, routing_key=found.marker.routing_key,
-                   payload_class=payload_class, distributed=found.distributed, owner=found.owner,
-                   function=function, call=call)
+    return Handler(
+        name=name,
+        kind=found.marker.kind,
+        routing_key=found.marker.routing_key,
+        payload_class=payload_class,
+        distributed=found.distributed,
+        owner=found.owner,
+        function=function,
+        call=call,
+    )
+
+
+def _none(_message: Message) -> None:
+    return None
+
+
+def _is_optional(annotation: Any) -> bool:
+    annotation = _strip_annotated(annotation)
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation
+    )
 
 
 def _injected(provider: Callable[[], Any]) -> ArgGetter:
@@ -181,7 +205,9 @@ def _injected(provider: Callable[[], Any]) -> ArgGetter:
 
 def _payload_class(found: FoundHandler, target: Any, has_payload: bool) -> type | None:
     target = _strip_annotated(target)
-    routable = isinstance(target, type) and target not in _NOT_ROUTABLE_BY_CLASS
+    routable = (
+        isinstance(target, type) and target not in _NOT_ROUTABLE_BY_CLASS and target is not inspect.Parameter.empty
+    )
     if found.marker.routing_key is None:
         if found.marker.kind is HandlerKind.SERVICE_ACTIVATOR:
             raise HandlerDefinitionError(f"service activator {found.name} needs an input channel")
@@ -194,9 +220,12 @@ def _payload_class(found: FoundHandler, target: Any, has_payload: bool) -> type 
     return target if routable else None
 
 
-def _compile(function: Callable[..., Any], instance: Callable[[], Any] | None,
-             convert: Callable[[Any, str], Any] | None,
-             getters: list[tuple[str, ArgGetter, bool]]) -> Callable[[Message], Any]:
+def _compile(
+    function: Callable[..., Any],
+    instance: Callable[[], Any] | None,
+    convert: Callable[[Any, str], Any] | None,
+    getters: list[tuple[str, ArgGetter, bool]],
+) -> Callable[[Message], Any]:
     positional = tuple(g for _, g, kw in getters if not kw)
     keywords = tuple((n, g) for n, g, kw in getters if kw)
 

@@ -178,6 +178,4 @@ class Message:
 
 def user_metadata(headers: Mapping[str, Any]) -> dict[str, Any]:
     """The headers a user put on a message: everything but the framework's own."""
-    return {
-        k: v for k, v in headers.items() if k not in FRAMEWORK_HEADERS and not k.startswith(_FRAMEWORK_PREFIXES)
-    }
+    return {k: v for k, v in headers.items() if k not in FRAMEWORK_HEADERS and not k.startswith(_FRAMEWORK_PREFIXES)}

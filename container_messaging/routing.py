@@ -22,11 +22,11 @@ _CACHE_LIMIT: Final = 4096
 
 def glob_pattern(pattern: str) -> re.Pattern[str]:
     """Ecotone's routing-key glob as a compiled regular expression."""
-    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$", re.IGNORECASE | re.DOTALL)
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
 def glob_matches(pattern: str, routing_key: str) -> bool:
-    return glob_pattern(pattern).match(routing_key) is not None
+    return glob_pattern(pattern).match(routing_key) is not None  # match() anchors the start, \Z the very end
 
 
 def amqp_binding_key(pattern: str) -> str:
@@ -52,8 +52,8 @@ def amqp_binding_key(pattern: str) -> str:
 class RoutingTable:
     """Every handler of one container, indexed for the per-message path (lookups only, results cached)."""
 
-    def __init__(self, handlers: Iterable[Handler]) -> None:
-        self.handlers: tuple[Handler, ...] = tuple(handlers)
+    def __init__(self, handlers: Iterable[Handler] = ()) -> None:
+        self.handlers: tuple[Handler, ...] = ()
         self._by_key: dict[HandlerKind, dict[str, Handler]] = {HandlerKind.COMMAND: {}, HandlerKind.QUERY: {}}
         self._by_class: dict[HandlerKind, dict[type, Handler]] = {HandlerKind.COMMAND: {}, HandlerKind.QUERY: {}}
         self._channels: dict[str, Handler] = {}
@@ -62,8 +62,18 @@ class RoutingTable:
         self._event_cache: dict[str, tuple[Handler, ...]] = {}
         self._event_class_cache: dict[type, tuple[Handler, ...]] = {}
         self._class_cache: dict[tuple[HandlerKind, type], Handler | None] = {}
-        for handler in self.handlers:
+        self.extend(handlers)
+
+    def extend(self, handlers: Iterable[Handler]) -> None:
+        """Adds handlers (at boot); a clash with a handler already present is a HandlerDefinitionError."""
+        added = list(self.handlers)
+        for handler in handlers:
             self._add(handler)
+            added.append(handler)
+        self.handlers = tuple(added)
+        self._event_cache.clear()
+        self._event_class_cache.clear()
+        self._class_cache.clear()
 
     def _add(self, handler: Handler) -> None:
         kind, key = handler.kind, handler.routing_key
@@ -86,8 +96,12 @@ class RoutingTable:
             self._claim(self._by_class[kind], cls, handler, f"class {cls.__module__}.{cls.__qualname__}")
 
     @staticmethod
-    def _claim(index: dict[object, Handler] | dict[str, Handler] | dict[type, Handler], key: object,
-               handler: Handler, what: str) -> None:
+    def _claim(
+        index: dict[object, Handler] | dict[str, Handler] | dict[type, Handler],
+        key: object,
+        handler: Handler,
+        what: str,
+    ) -> None:
         existing = index.get(key)  # type: ignore[call-overload]
         if existing is not None:
             raise HandlerDefinitionError(

@@ -35,13 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=3, help="how many commands the user service sends")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the consumers")
-    parser.add_argument("--config-dir", default=str(ROOT / "configs"), help="where billing.yaml, ticket.ini and "
-                        "user.yaml are")
+    parser.add_argument(
+        "--config-dir", default=str(ROOT / "configs"), help="where billing.yaml, ticket.ini and user.yaml are"
+    )
     args = parser.parse_args(argv)
 
     data = tempfile.mkdtemp(prefix="container-messaging-demo-")
-    env = {**os.environ, "CONTAINER_MESSAGING_DATA": data, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "CONTAINER_MESSAGING_DATA": data,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     url = env.get("CONTAINER_MESSAGING_URL", "embedded://")
     print(f"transport: {url.split('@')[-1] if '@' in url else url}   data folder: {data}\n", flush=True)
 
@@ -54,9 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     pumps: list[threading.Thread] = []
     for name, config in configs.items():
         process = subprocess.Popen(
-            _cli("--config", config, "run", name, "--handled-message-limit", str(args.count),
-                 "--execution-time-limit", str(int(args.timeout * 1000))),
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            _cli(
+                "--config",
+                config,
+                "run",
+                name,
+                "--handled-message-limit",
+                str(args.count),
+                "--execution-time-limit",
+                str(int(args.timeout * 1000)),
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         consumers[name] = process
         outputs[name] = []
@@ -64,9 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         pump.start()
         pumps.append(pump)
 
-    sender = subprocess.run([sys.executable, "-m", "examples.user.main", "--count", str(args.count),
-                             "--config", configs["user"]],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    sender = subprocess.run(
+        [sys.executable, "-m", "examples.user.main", "--count", str(args.count), "--config", configs["user"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     for line in (sender.stdout + sender.stderr).splitlines():
         print(f"{'sender':>8} | {line}", flush=True)
 

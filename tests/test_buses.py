@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,7 @@ from container_messaging import (
     CommandBus,
     ConversionError,
     EventBus,
+    MessageChannels,
     MessagingContainer,
     NoHandlerError,
     QueryBus,
@@ -21,6 +23,11 @@ from container_messaging import (
 from container_messaging.messages import MediaType
 
 JSON = MediaType.APPLICATION_JSON
+
+
+def module_suffix(request: pytest.FixtureRequest) -> str:
+    """The test's node name as a module-name suffix, unique per test and parameter set."""
+    return re.sub(r"\W", "_", request.node.name)
 
 
 def build(*scan: str, **extra: Any) -> MessagingContainer:
@@ -53,11 +60,13 @@ class Unhandled:
 
 calls = []
 details = {}
+tenants = []
 
 class Billing:
     @command_handler
     def change(self, command: ChangeBillingDetails, metadata: Headers) -> str:
         details[command.person_id] = command.billing_details
+        tenants.append(metadata.get("tenant"))
         calls.append(("change", command, metadata["contentType"]))
         return "changed " + command.person_id
 
@@ -75,7 +84,8 @@ class Billing:
         raise LookupError("handler failed: " + command["why"])
 
     @event_handler
-    def on_changed(self, event: BillingDetailsChanged) -> None:
+    def on_changed(self, event: BillingDetailsChanged, metadata: Headers) -> None:
+        tenants.append(metadata.get("tenant"))
         calls.append(("on_changed", event))
 
     @event_handler("billing.detailsWereChanged")
@@ -83,7 +93,8 @@ class Billing:
         calls.append(("on_changed_key", event, metadata["contentType"]))
 
     @query_handler
-    def get(self, query: GetBillingDetails) -> str | None:
+    def get(self, query: GetBillingDetails, metadata: Headers) -> str | None:
+        tenants.append(metadata.get("tenant"))
         return details.get(query.person_id)
 
     @query_handler("billing.getDetails")
@@ -94,7 +105,7 @@ class Billing:
 
 @pytest.fixture
 def billing(make_module, request: pytest.FixtureRequest) -> tuple[Any, MessagingContainer]:
-    name = make_module(f"bus_billing_{request.node.name.split('[')[0]}", BUSES)
+    name = make_module(f"bus_billing_{module_suffix(request)}", BUSES)
     return importlib.import_module(name), build(name)
 
 
@@ -170,6 +181,17 @@ def test_query_bus_returns_the_handler_result(billing) -> None:
     }
 
 
+def test_metadata_reaches_class_routed_handlers(billing) -> None:
+    """Metadata given to send, publish and query by object arrives in the handlers' headers."""
+    module, container = billing
+
+    container.get(CommandBus).send(module.ChangeBillingDetails("1", "x"), metadata={"tenant": "t-command"})
+    container.get(EventBus).publish(module.BillingDetailsChanged("1"), metadata={"tenant": "t-event"})
+    container.get(QueryBus).send(module.GetBillingDetails("1"), metadata={"tenant": "t-query"})
+
+    assert module.tenants == ["t-command", "t-event", "t-query"]
+
+
 def test_command_without_handler_names_the_key(billing) -> None:
     """A command routing key with no handler raises NoHandlerError naming the key."""
     _module, container = billing
@@ -195,6 +217,14 @@ def test_query_without_handler_names_the_key_or_class(billing) -> None:
         queries.send_with_routing("billing.unknownQuery", {})
     with pytest.raises(NoHandlerError, match=rf"{module.__name__}\.Unhandled"):
         queries.send(module.Unhandled())
+
+
+def test_channel_without_service_activator_names_the_channel(billing) -> None:
+    """Sending to a channel no service activator consumes raises NoHandlerError naming the channel."""
+    _module, container = billing
+
+    with pytest.raises(NoHandlerError, match=r"'billing\.noSuchChannel'"):
+        container.get(MessageChannels).send("billing.noSuchChannel", "payload")
 
 
 def test_event_without_handler_is_fine(billing) -> None:
@@ -263,7 +293,7 @@ class Flow:
 
 @pytest.fixture
 def flow(make_module, request: pytest.FixtureRequest) -> tuple[dict[str, dict[str, Any]], MessagingContainer]:
-    name = make_module(f"bus_flow_{request.node.name.split('[')[0]}", HEADERS)
+    name = make_module(f"bus_flow_{module_suffix(request)}", HEADERS)
     return importlib.import_module(name).seen, build(name)
 
 
@@ -341,7 +371,7 @@ def test_propagation_follows_the_chain(flow) -> None:
 
 
 def test_framework_headers_are_not_copied(flow) -> None:
-    """A handler's outgoing messages get their own id, timestamp and contentType, and no routing/distribution headers."""
+    """Outgoing messages of a handler get their own id, timestamp and contentType, and no routing headers."""
     seen, container = flow
     before = int(time.time())
 

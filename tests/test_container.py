@@ -46,7 +46,7 @@ def test_framework_objects_by_type_and_by_name() -> None:
         ("message_channels", MessageChannels),
         ("distributed_bus", DistributedBus),
         ("converter", Converter),
-        ("settings", Settings),
+        ("messaging_settings", Settings),
         ("messaging_container", MessagingContainer),
     ]:
         by_type = container.get(cls)
@@ -427,11 +427,6 @@ def test_constructor_defaults_are_kept_when_unprovidable(make_module) -> None:
     assert (client.retries, client.name) == (3, "client")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: container._constructor_injections skips an Optional parameter without default when nothing "
-    "provides it, so Singleton(cls) later fails with a bare TypeError (missing argument) instead of passing None",
-)
 def test_optional_constructor_parameter_without_provider_gets_none(make_module) -> None:
     """An Optional constructor parameter with no default and nothing providing its type receives None."""
     name = make_module(
@@ -453,11 +448,6 @@ def test_optional_constructor_parameter_without_provider_gets_none(make_module) 
     assert build().get(module.Client).cache is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: container.provider_for calls issubclass(explicit_type, Proto) for a non-runtime-checkable "
-    "Protocol, raising a bare TypeError instead of MissingDependencyError naming class and parameter",
-)
 def test_protocol_constructor_dependency_fails_with_missing_dependency(make_module) -> None:
     """A handler class needing an unprovided Protocol fails the build with MissingDependencyError naming it."""
     name = make_module(
@@ -735,3 +725,17 @@ def test_from_yaml_with_app_container(tmp_path: Path) -> None:
     container = MessagingContainer.from_yaml(config, app=_app_with(marker=providers.Object(marker)))
 
     assert container.get("marker") is marker
+
+
+def test_application_container_may_have_its_own_config_provider():
+    """An application container's provider named ``config`` (the usual name) is kept and resolvable by that name."""
+    from dependency_injector import containers, providers
+
+    class App(containers.DeclarativeContainer):
+        config = providers.Configuration()
+
+    app = App()
+    app.config.from_dict({"greeting": "hello"})
+    container = MessagingContainer.from_dict({"transport": {"url": "memory://"}}, app=app)
+    assert container.get("config")["greeting"] == "hello"
+    assert container.get("messaging_config")["transport"]["url"] == "memory://"

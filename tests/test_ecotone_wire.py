@@ -46,7 +46,8 @@ class Billing:
 
 @pytest.fixture
 def amqp(amqp_url: str) -> Iterator[kombu.Connection]:
-    connection = kombu.Connection(amqp_url)
+    # confirms: a raw publish has reached its queue when it returns, so queue sizes read right after are exact
+    connection = kombu.Connection(amqp_url, transport_options={"confirm_publish": True})
     yield connection
     connection.release()
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any
 
 import pytest
 
 from container_messaging import (
     CommandBus,
-    EventBus,
     HandlerDefinitionError,
     Headers,
     MessagingContainer,
@@ -21,6 +21,11 @@ from container_messaging import (
 from container_messaging.messages import MediaType
 
 JSON = MediaType.APPLICATION_JSON
+
+
+def module_suffix(request: pytest.FixtureRequest) -> str:
+    """The test's node name as a module-name suffix, unique per test and parameter set."""
+    return re.sub(r"\W", "_", request.node.name)
 
 
 def build(*scan: str, **extra: Any) -> MessagingContainer:
@@ -78,7 +83,7 @@ class Handlers:
 
 @pytest.fixture
 def payloads(make_module, request: pytest.FixtureRequest) -> tuple[Any, CommandBus]:
-    name = make_module(f"inv_payloads_{request.node.name.split('[')[0]}", PAYLOADS)
+    name = make_module(f"inv_payloads_{module_suffix(request)}", PAYLOADS)
     return importlib.import_module(name), build(name).get(CommandBus)
 
 
@@ -208,7 +213,7 @@ class Handlers:
 
 @pytest.fixture
 def headers_module(make_module, request: pytest.FixtureRequest) -> tuple[Any, CommandBus]:
-    name = make_module(f"inv_headers_{request.node.name.split('[')[0]}", HEADERS)
+    name = make_module(f"inv_headers_{module_suffix(request)}", HEADERS)
     return importlib.import_module(name), build(name).get(CommandBus)
 
 
@@ -439,11 +444,6 @@ def test_unresolvable_injected_type_fails_at_build(make_module) -> None:
     assert f"{name}.Service.handle" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: container.provider_for calls issubclass(t, tp) on every explicit type; for a non-runtime-checkable "
-    "Protocol this raises a bare TypeError instead of MissingDependencyError",
-)
 def test_unresolvable_protocol_parameter_fails_with_missing_dependency(make_module) -> None:
     """A handler parameter typed with an unprovided Protocol fails the build with MissingDependencyError naming it."""
     name = make_module(
@@ -468,16 +468,16 @@ def test_unresolvable_protocol_parameter_fails_with_missing_dependency(make_modu
     assert "'clock'" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: invocation.build_handler skips an unresolvable parameter with a default only if resolve() raises, "
-    "but the container's resolver is lazy and raises later in _check_deferred, so the build fails",
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [("gateway: PaymentGateway = FALLBACK", "fallback"), ("gateway: PaymentGateway | None", "none")],
+    ids=["default", "optional"],
 )
-def test_unresolvable_injected_parameter_with_default_keeps_the_default(make_module) -> None:
-    """A handler parameter with a default whose type nothing provides receives its default."""
+def test_unresolvable_injected_parameter_gets_default_or_none(make_module, signature: str, expected: str) -> None:
+    """A handler parameter of an unprovided type gets its default, or None when typed T | None, like constructors."""
     name = make_module(
-        "inv_unresolvable_default",
-        """
+        f"inv_unresolvable_{expected}",
+        f"""
         import abc
         from container_messaging import command_handler
 
@@ -485,18 +485,23 @@ def test_unresolvable_injected_parameter_with_default_keeps_the_default(make_mod
             @abc.abstractmethod
             def charge(self) -> None: ...
 
+        class Fallback(PaymentGateway):
+            def charge(self) -> None: ...
+
+        FALLBACK = Fallback()
         calls = []
 
         class Service:
             @command_handler("inv.unresolvable.default")
-            def handle(self, payload: dict, gateway: PaymentGateway | None = None) -> None:
+            def handle(self, payload: dict, {signature}) -> None:
                 calls.append(gateway)
         """,
     )
 
     build(name).get(CommandBus).send_with_routing("inv.unresolvable.default", {})
 
-    assert importlib.import_module(name).calls == [None]
+    module = importlib.import_module(name)
+    assert module.calls == [module.FALLBACK if expected == "fallback" else None]
 
 
 def test_injected_parameter_resolved_from_json_payload_message(make_module) -> None:

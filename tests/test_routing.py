@@ -351,10 +351,6 @@ def test_glob_matching(pattern: str, key: str, matches: bool) -> None:
     assert glob_matches(pattern, key) is matches
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: routing.glob_pattern anchors with '$', which also matches before a trailing newline; use \\Z",
-)
 def test_glob_is_anchored_at_the_very_end() -> None:
     """A key with a trailing newline is a different key and does not match the pattern without it."""
     assert glob_matches("billing.changed", "billing.changed\n") is False
@@ -427,14 +423,7 @@ def test_distributed_handler_without_routing_key_is_an_error(make_module, marker
 @pytest.mark.parametrize(
     "annotation",
     [
-        pytest.param(
-            "",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: invocation._payload_class treats inspect.Parameter.empty (a class) as the payload "
-                "class, so an unannotated keyless handler is silently routed by class `inspect._empty`",
-            ),
-        ),
+        "",
         ": dict",
         ": str",
     ],
@@ -488,3 +477,28 @@ def test_distributed_query_handler_is_an_error(make_module) -> None:
 
     with pytest.raises(HandlerDefinitionError, match=rf"{name}\.Service\.handle.*queries"):
         build(name, service_name="routing-svc")
+
+
+def test_two_service_activators_for_one_channel_name_both(make_module) -> None:
+    """Two service activators for one input channel fail the build, naming both and the channel."""
+    name = make_module(
+        "rt_duplicate_channel",
+        """
+        from container_messaging import service_activator
+
+        class First:
+            @service_activator("routing.channel")
+            def one(self, payload: str) -> None: ...
+
+        @service_activator("routing.channel")
+        def two(payload: str) -> None: ...
+        """,
+    )
+
+    with pytest.raises(HandlerDefinitionError) as info:
+        build(name)
+
+    message = str(info.value)
+    assert f"{name}.First.one" in message
+    assert f"{name}.two" in message
+    assert "'routing.channel'" in message

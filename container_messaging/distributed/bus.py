@@ -32,8 +32,15 @@ class DistributedBus:
     Resolvable from the container by type and as ``"distributed_bus"``.
     """
 
-    def __init__(self, *, service_name: str, transport: BaseTransport, converter: Converter,
-                 topology: DistributedTopology, auto_declare: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        transport: BaseTransport,
+        converter: Converter,
+        topology: DistributedTopology,
+        auto_declare: bool = True,
+    ) -> None:
         self._service_name = service_name
         self._transport = transport
         self._converter = converter
@@ -42,25 +49,39 @@ class DistributedBus:
         self._exchange_ready = not auto_declare
 
     def __repr__(self) -> str:
-        return (f"<DistributedBus service={self._service_name!r} exchange={self._topology.exchange!r} "
-                f"{self._transport!r}>")
+        return (
+            f"<DistributedBus service={self._service_name!r} exchange={self._topology.exchange!r} {self._transport!r}>"
+        )
 
     # -- Ecotone's API -----------------------------------------------------------------------------------------------
 
-    def send_command(self, destination: str, routing_key: str, command: str | bytes,
-                     source_media_type: str = MediaType.TEXT_PLAIN, metadata: Metadata = None) -> None:
+    def send_command(
+        self,
+        destination: str,
+        routing_key: str,
+        command: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
         """Sends ``command`` (already serialized) to ``destination``'s command handler of ``routing_key``."""
-        self._send(PayloadType.COMMAND, destination, routing_key, self._raw(command, "command"),
-                   source_media_type, metadata)
+        self._send(
+            PayloadType.COMMAND, destination, routing_key, self._raw(command, "command"), source_media_type, metadata
+        )
 
-    def convert_and_send_command(self, destination: str, routing_key: str, command: object,
-                                 metadata: Metadata = None) -> None:
+    def convert_and_send_command(
+        self, destination: str, routing_key: str, command: object, metadata: Metadata = None
+    ) -> None:
         """Serializes ``command`` (attrs/dataclass object, dict or list) to JSON and sends it like ``send_command``."""
         body, media_type, extra = self._convert(command)
         self._send(PayloadType.COMMAND, destination, routing_key, body, media_type, _merge(metadata, extra))
 
-    def publish_event(self, routing_key: str, event: str | bytes,
-                      source_media_type: str = MediaType.TEXT_PLAIN, metadata: Metadata = None) -> None:
+    def publish_event(
+        self,
+        routing_key: str,
+        event: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
         """Publishes ``event`` (already serialized) to every service subscribed to ``routing_key``."""
         self._send(PayloadType.EVENT, None, routing_key, self._raw(event, "event"), source_media_type, metadata)
 
@@ -69,11 +90,23 @@ class DistributedBus:
         body, media_type, extra = self._convert(event)
         self._send(PayloadType.EVENT, None, routing_key, body, media_type, _merge(metadata, extra))
 
-    def send_message(self, destination: str, target_channel_name: str, payload: str | bytes,
-                     source_media_type: str = MediaType.TEXT_PLAIN, metadata: Metadata = None) -> None:
+    def send_message(
+        self,
+        destination: str,
+        target_channel_name: str,
+        payload: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
         """Sends ``payload`` to the ``@service_activator`` of ``target_channel_name`` in ``destination``."""
-        self._send(PayloadType.MESSAGE, destination, target_channel_name, self._raw(payload, "payload"),
-                   source_media_type, metadata)
+        self._send(
+            PayloadType.MESSAGE,
+            destination,
+            target_channel_name,
+            self._raw(payload, "payload"),
+            source_media_type,
+            metadata,
+        )
 
     # -- the shared path -------------------------------------------------------------------------------------------
 
@@ -93,8 +126,15 @@ class DistributedBus:
         extra = {} if isinstance(obj, (dict, list)) else {TYPE_ID: self._converter.type_name(obj)}
         return body, media_type, extra
 
-    def _send(self, payload_type: str, destination: str | None, routing_key: str, body: bytes,
-              media_type: str, metadata: Metadata) -> None:
+    def _send(
+        self,
+        payload_type: str,
+        destination: str | None,
+        routing_key: str,
+        body: bytes,
+        media_type: str,
+        metadata: Metadata,
+    ) -> None:
         if destination is not None and not destination:
             raise ValueError("destination service name must not be empty")
         if not routing_key:

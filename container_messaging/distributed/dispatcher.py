@@ -38,8 +38,15 @@ def inbound_message(body: bytes, headers: Mapping[str, Any], content_type: str |
 
 
 class DistributedDispatcher:
-    def __init__(self, *, service_name: str, routes: RoutingTable, commands: CommandBus, events: EventBus,
-                 channels: MessageChannels) -> None:
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        routes: RoutingTable,
+        commands: CommandBus,
+        events: EventBus,
+        channels: MessageChannels,
+    ) -> None:
         self._service_name = service_name
         self._routes = routes
         self._commands = commands
@@ -102,4 +109,3 @@ class DistributedDispatcher:
                 self._event_cache.clear()
             self._event_cache[routing_key] = subscribed
             return subscribed
-

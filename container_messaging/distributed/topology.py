@@ -51,7 +51,12 @@ class DistributedTopology:
 
     def endpoint(self, service_name: str, routes: RoutingTable) -> EndpointTopology:
         """The queue of ``service_name`` and its bindings: the service name, then each distributed event key."""
-        event_keys = sorted({amqp_binding_key(h.routing_key) for h in routes.distributed(HandlerKind.EVENT)
-                             if h.routing_key is not None})
+        event_keys = sorted(
+            {
+                amqp_binding_key(h.routing_key)
+                for h in routes.distributed(HandlerKind.EVENT)
+                if h.routing_key is not None
+            }
+        )
         bindings = (service_name, *(key for key in event_keys if key != service_name))
         return EndpointTopology(self.exchange, self.queue(service_name), bindings)

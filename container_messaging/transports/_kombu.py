@@ -92,7 +92,7 @@ class KombuTransport(BaseTransport):
 
             options["data_folder"] = str(Path(s.data_folder).resolve())
             return kombu.Connection(transport=EmbeddedTransport, transport_options=options)
-        url = "pyamqp" + s.url[len("amqp"):] if self.scheme == "amqp" else s.url
+        url = "pyamqp" + s.url[len("amqp") :] if self.scheme == "amqp" else s.url
         return kombu.Connection(
             url,
             heartbeat=s.heartbeat if self.amqp else 0,
@@ -123,8 +123,7 @@ class KombuTransport(BaseTransport):
             connection = self.new_connection()
             with self.guard("connecting", connection):
                 connection.ensure_connection(max_retries=1, timeout=self._settings.connect_timeout)
-                self._producer = kombu.Producer(connection.channel(),
-                                                on_return=self._on_return if self.amqp else None)
+                self._producer = kombu.Producer(connection.channel(), on_return=self._on_return if self.amqp else None)
             self._publisher = connection
         return self._publisher, self._producer
 
@@ -156,8 +155,12 @@ class KombuTransport(BaseTransport):
             with self.guard(f"declaring queue {topology.queue!r}", connection):
                 channel = connection.channel()
                 exchange = Exchange(topology.exchange, "topic", durable=True)
-                queue = Queue(topology.queue, durable=True, auto_delete=False,
-                              bindings=[binding(exchange, routing_key=key) for key in topology.bindings])
+                queue = Queue(
+                    topology.queue,
+                    durable=True,
+                    auto_delete=False,
+                    bindings=[binding(exchange, routing_key=key) for key in topology.bindings],
+                )
                 queue(channel).declare()
                 Queue(dead_letter_queue(topology.queue), durable=True, auto_delete=False)(channel).declare()
         finally:
@@ -189,8 +192,13 @@ class KombuTransport(BaseTransport):
                 raise
             except TransportError as exc:
                 last_error = exc
-                log.warning("publishing %s failed (attempt %d of %d): %s",
-                            message.message_id, attempt + 1, _PUBLISH_ATTEMPTS, exc)
+                log.warning(
+                    "publishing %s failed (attempt %d of %d): %s",
+                    message.message_id,
+                    attempt + 1,
+                    _PUBLISH_ATTEMPTS,
+                    exc,
+                )
                 self._reset_publisher()
                 time.sleep(0.2 * (attempt + 1))
         assert last_error is not None
@@ -214,12 +222,15 @@ class KombuTransport(BaseTransport):
                 raise UnroutableMessageError(self._unroutable(exchange, message.routing_key))
 
     def _unroutable(self, exchange: str, routing_key: str) -> str:
-        return (f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
-                "is the destination service's consumer set up (container-messaging setup / run)?")
+        return (
+            f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
+            "is the destination service's consumer set up (container-messaging setup / run)?"
+        )
 
     @staticmethod
-    def _put(producer: kombu.Producer, exchange: str, routing_key: str, message: OutboundMessage,
-             mandatory: bool = False) -> None:
+    def _put(
+        producer: kombu.Producer, exchange: str, routing_key: str, message: OutboundMessage, mandatory: bool = False
+    ) -> None:
         producer.publish(
             message.body,
             exchange=exchange,
@@ -281,8 +292,9 @@ class _KombuDelivery(Delivery):
             self._settle("requeue", self._message.requeue)
 
     def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
-        self._settle("dead-lettering", lambda: self._receiver.put_back(self, dead_letter_queue(self.queue),
-                                                                        extra_headers))
+        self._settle(
+            "dead-lettering", lambda: self._receiver.put_back(self, dead_letter_queue(self.queue), extra_headers)
+        )
 
     @property
     def settled(self) -> bool:
@@ -320,9 +332,16 @@ class _KombuReceiver(Receiver):
     def put_back(self, delivery: _KombuDelivery, queue: str, extra_headers: Mapping[str, Any]) -> None:
         """Republishes a delivery's original body and headers straight to ``queue``, then acknowledges it."""
         headers = {**delivery.headers, **extra_headers}
-        self._producer.publish(delivery.body, exchange="", routing_key=queue, headers=headers,
-                               content_type=delivery.content_type or "application/octet-stream",
-                               content_encoding="binary", delivery_mode=2, retry=False)
+        self._producer.publish(
+            delivery.body,
+            exchange="",
+            routing_key=queue,
+            headers=headers,
+            content_type=delivery.content_type or "application/octet-stream",
+            content_encoding="binary",
+            delivery_mode=2,
+            retry=False,
+        )
         delivery._message.ack()
 
     def receive(self, timeout: float) -> Delivery | None:
@@ -346,8 +365,11 @@ class _KombuReceiver(Receiver):
                     delivery.requeue()
             self._consumer.cancel()
         except TransportError:
-            log.warning("closing the consumer of %r failed; the broker redelivers what was not acknowledged",
-                        self.queue, exc_info=True)
+            log.warning(
+                "closing the consumer of %r failed; the broker redelivers what was not acknowledged",
+                self.queue,
+                exc_info=True,
+            )
         except Exception:
             log.debug("cancelling the consumer of %r failed", self.queue, exc_info=True)
         finally:

@@ -26,9 +26,12 @@ class BillingService:
     @command_handler("billing.changeDetails")
     def change_details(self, command: ChangeBillingDetails, metadata: Headers) -> None:
         self.repository.details[command.person_id] = command.billing_details
-        print(f"[billing] changed details of person {command.person_id} to {command.billing_details!r} "
-              f"(from {metadata.get('ecotone.distributed.sourceServiceName')}, "
-              f"correlation {metadata['correlationId'][:8]})", flush=True)
+        print(
+            f"[billing] changed details of person {command.person_id} to {command.billing_details!r} "
+            f"(from {metadata.get('ecotone.distributed.sourceServiceName')}, "
+            f"correlation {metadata['correlationId'][:8]})",
+            flush=True,
+        )
         self.bus.convert_and_publish_event(
             "billing.detailsWereChanged", BillingDetailsWereChanged(command.person_id, command.billing_details)
         )

@@ -9,5 +9,7 @@ class TicketService:
     @distributed
     @event_handler("billing.*")
     def open_ticket(self, event: dict[str, str], metadata: Headers) -> None:
-        print(f"[ticket] opened a ticket for {metadata['ecotone.distributed.routingKey']} "
-              f"of person {event['personId']}", flush=True)
+        print(
+            f"[ticket] opened a ticket for {metadata['ecotone.distributed.routingKey']} of person {event['personId']}",
+            flush=True,
+        )

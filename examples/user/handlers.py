@@ -22,6 +22,9 @@ class UserNotifications:
     @distributed
     @event_handler("billing.detailsWereChanged")
     def on_details_changed(self, event: BillingDetailsWereChanged, metadata: Headers) -> None:
-        print(f"[user] person {event.person_id} was told: billing details are now {event.billing_details!r} "
-              f"(event from {metadata.get('ecotone.distributed.sourceServiceName')}, "
-              f"correlation {metadata['correlationId'][:8]})", flush=True)
+        print(
+            f"[user] person {event.person_id} was told: billing details are now {event.billing_details!r} "
+            f"(event from {metadata.get('ecotone.distributed.sourceServiceName')}, "
+            f"correlation {metadata['correlationId'][:8]})",
+            flush=True,
+        )
