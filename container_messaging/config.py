@@ -49,6 +49,33 @@ Group ``distribution`` (``[distribution]``):
 ``queue_prefix`` (default ``distributed_``)
     Prefix of each service's distributed queue name.
 
+Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
+``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
+message of the embedded or Redis transport stays hidden before it is redelivered); ``publish_retries`` (default
+``3``, attempts after a lost connection while publishing, then the error is raised).
+
+Group ``recoverability`` (``[recoverability]``):
+
+``immediate_retries`` (default ``2``)
+    Retries right after a failure, in the same consumer.
+``delayed_retries`` (default ``1000, 10000, 60000``)
+    Then one retry after each delay (milliseconds), never holding the message unacknowledged; then the dead letter.
+
+Group ``consumer`` (``[consumer]``):
+
+``max_message_size`` (default ``1048576``)
+    A larger message body goes straight to the dead letter.
+
+Group ``deduplication`` (``[deduplication]``):
+
+``store`` (default ``memory``)
+    ``memory`` (bounded, per process), ``none``, a ``redis://`` URL or a ``sqlite:///path`` file (both shared by
+    several consumer processes).
+``window`` (default ``3600``)
+    Seconds a handled message id is remembered.
+``max_entries`` (default ``100000``)
+    The memory store's bound.
+
 Values:
 
 * Every string value may refer to environment variables: ``${VAR}``, or ``${VAR:default}`` (the default may be
@@ -111,8 +138,11 @@ import yaml
 from container_messaging.errors import ConfigurationError
 
 __all__ = [
+    "ConsumerSettings",
     "ConversionSettings",
+    "DeduplicationSettings",
     "DistributionSettings",
+    "RecoverabilitySettings",
     "Settings",
     "TransportSettings",
     "URL_SCHEMES",
@@ -237,6 +267,18 @@ def _check_not_negative(value: int) -> str | None:
     return None if value >= 0 else f"must be at least 0 (0 disables heartbeats), got {value!r}"
 
 
+def _check_delays(value: tuple[int, ...]) -> str | None:
+    bad = [delay for delay in value if delay <= 0]
+    return f"every delay must be a positive number of milliseconds, got {bad[0]!r}" if bad else None
+
+
+def _check_dedup_store(value: str) -> str | None:
+    scheme = value.partition("://")[0]
+    if value in ("memory", "none") or scheme in ("redis", "rediss", "sqlite"):
+        return None
+    return f"must be 'memory', 'none', a redis:// URL or a sqlite:///path URL, got {mask_url(value)!r}"
+
+
 def _check_json_keys(value: str) -> str | None:
     if value in _JSON_KEYS:
         return None
@@ -250,6 +292,7 @@ _EXPECTED: Final[Mapping[str, str]] = {
     "float": "a number",
     "bool": "a boolean (true/false/yes/no/on/off/1/0)",
     "names": "a list of dotted module names or a comma-separated string",
+    "millis": "a list of positive integers (milliseconds) or a comma-separated string",
 }
 
 
@@ -267,6 +310,8 @@ def _has_type(kind: str, value: Any) -> bool:
         return isinstance(value, bool)
     if kind == "names":
         return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if kind == "millis":
+        return isinstance(value, tuple) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
     raise AssertionError(f"unknown kind {kind!r}")  # pragma: no cover
 
 
@@ -310,6 +355,12 @@ class TransportSettings:
     connect_timeout: float = _option(5.0, "float", _check_positive)
     heartbeat: int = _option(30, "int", _check_not_negative)
     ssl: bool = _option(False, "bool")
+    ssl_ca_certs: str | None = _option(None, "optional_str")
+    ssl_certfile: str | None = _option(None, "optional_str")
+    ssl_keyfile: str | None = _option(None, "optional_str")
+    ssl_verify: bool = _option(True, "bool")
+    visibility_timeout: float = _option(300.0, "float", _check_positive)
+    publish_retries: int = _option(3, "int", _check_not_negative)
 
     def __attrs_post_init__(self) -> None:
         # amqps:// and rediss:// mean TLS whatever `ssl` says.
@@ -339,6 +390,30 @@ class DistributionSettings:
 
 
 @attrs.frozen
+class RecoverabilitySettings:
+    """What happens when a handler fails (``recoverability`` group); a handler's ``@retries`` overrides it."""
+
+    immediate_retries: int = _option(2, "int", _check_not_negative)
+    delayed_retries: tuple[int, ...] = _option((1000, 10000, 60000), "millis", _check_delays)
+
+
+@attrs.frozen
+class ConsumerSettings:
+    """Consumer safeguards (``consumer`` group)."""
+
+    max_message_size: int = _option(1_048_576, "int", _check_at_least_one)
+
+
+@attrs.frozen
+class DeduplicationSettings:
+    """Skipping messages already handled (``deduplication`` group)."""
+
+    store: str = _option("memory", "str", _check_dedup_store, show=_masked_repr)
+    window: float = _option(3600.0, "float", _check_positive)
+    max_entries: int = _option(100_000, "int", _check_at_least_one)
+
+
+@attrs.frozen
 class Settings:
     """Everything a configuration file says; ``source`` is the file it came from (not a key, not compared)."""
 
@@ -353,6 +428,15 @@ class Settings:
     distribution: DistributionSettings = attrs.field(
         factory=DistributionSettings, metadata={_KIND: "group", _GROUP: DistributionSettings}
     )
+    recoverability: RecoverabilitySettings = attrs.field(
+        factory=RecoverabilitySettings, metadata={_KIND: "group", _GROUP: RecoverabilitySettings}
+    )
+    consumer: ConsumerSettings = attrs.field(
+        factory=ConsumerSettings, metadata={_KIND: "group", _GROUP: ConsumerSettings}
+    )
+    deduplication: DeduplicationSettings = attrs.field(
+        factory=DeduplicationSettings, metadata={_KIND: "group", _GROUP: DeduplicationSettings}
+    )
     source: str | None = attrs.field(default=None, eq=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -362,6 +446,7 @@ class Settings:
         """
         data = attrs.asdict(self, filter=attrs.filters.exclude(attrs.fields(Settings).source))
         data["scan"] = list(self.scan)
+        data["recoverability"]["delayed_retries"] = list(self.recoverability.delayed_retries)
         return data
 
 
@@ -474,7 +559,25 @@ def _coerce(kind: str, value: Any, source: str, path: str, environ: Mapping[str,
                 names.append(_interpolate(item, source, item_path, environ).strip())
             return tuple(names)
         raise wrong()
+    if kind == "millis":
+        return _coerce_millis(value, source, path, wrong)
     raise AssertionError(f"unknown kind {kind!r}")  # pragma: no cover
+
+
+def _coerce_millis(value: Any, source: str, path: str, wrong: Callable[[], ConfigurationError]) -> tuple[int, ...]:
+    """A list of millisecond delays: a YAML list, or a comma/newline separated string (INI)."""
+    if value is None:
+        return ()
+    items = [part.strip() for part in _NAME_SEPARATORS.split(value)] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise wrong()
+    numbers: list[int] = []
+    for index, item in enumerate(items):
+        number = int(item.strip()) if isinstance(item, str) and _INTEGER.fullmatch(item.strip()) else item
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise _error(source, f"{path}[{index}]", f"expected an integer (milliseconds), got {_describe(item)}")
+        numbers.append(number)
+    return tuple(numbers)
 
 
 def _build(cls: type[_T], data: Mapping[Any, Any], source: str, prefix: str, environ: Mapping[str, str]) -> _T:

@@ -360,7 +360,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "app.yaml", "transprot:\n  url: memory://\n")
     message = error_of(path)
     assert message == (
-        f"{path}: unknown key 'transprot' (known: conversion, distribution, scan, service_name, transport)"
+        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
+        "recoverability, scan, service_name, transport)"
     )
 
 
@@ -608,7 +609,16 @@ def test_as_dict_round_trip(tmp_path: Path) -> None:
     assert "source" not in data
     assert data["scan"] == ["billing.handlers", "billing.projections"]
     assert data["transport"]["url"] == "pyamqp://guest:secret@127.0.0.1:5672//"
-    assert set(data) == {"service_name", "scan", "transport", "conversion", "distribution"}
+    assert set(data) == {
+        "service_name",
+        "scan",
+        "transport",
+        "conversion",
+        "distribution",
+        "recoverability",
+        "consumer",
+        "deduplication",
+    }
     assert all(type(data[group]) is dict for group in ("transport", "conversion", "distribution"))
     assert settings_from_dict(data) == settings
     assert settings_from_dict(Settings().as_dict()) == Settings()
@@ -617,3 +627,67 @@ def test_as_dict_round_trip(tmp_path: Path) -> None:
 def test_source_not_part_of_equality() -> None:
     """Settings that differ only in source are equal."""
     assert settings_from_dict({}, source="a.yaml") == settings_from_dict({}, source="b.ini")
+
+
+def test_reliability_groups_load_from_yaml_and_ini_alike(tmp_path: Path) -> None:
+    """recoverability, consumer and deduplication keys read the same from YAML and INI, delays as a list or a string."""
+    yaml_settings = load_settings(
+        write(
+            tmp_path,
+            "r.yaml",
+            """
+recoverability:
+  immediate_retries: 1
+  delayed_retries: [200, 400]
+consumer:
+  max_message_size: 2048
+deduplication:
+  store: redis://127.0.0.1:6379/1
+  window: 60
+transport:
+  visibility_timeout: 5
+  publish_retries: 5
+""",
+        )
+    )
+    ini_settings = load_settings(
+        write(
+            tmp_path,
+            "r.ini",
+            """
+[recoverability]
+immediate_retries = 1
+delayed_retries = 200, 400
+[consumer]
+max_message_size = 2048
+[deduplication]
+store = redis://127.0.0.1:6379/1
+window = 60
+[transport]
+visibility_timeout = 5
+publish_retries = 5
+""",
+        )
+    )
+    assert yaml_settings == ini_settings
+    assert yaml_settings.recoverability.delayed_retries == (200, 400)
+    assert yaml_settings.deduplication.window == 60.0
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("recoverability:\n  delayed_retries: [100, -5]\n", "recoverability.delayed_retries"),
+        ("recoverability:\n  delayed_retries: [100, soon]\n", "recoverability.delayed_retries[1]"),
+        ("recoverability:\n  immediate_retries: -1\n", "recoverability.immediate_retries"),
+        ("deduplication:\n  store: mongodb://x\n", "deduplication.store"),
+        ("consumer:\n  max_message_size: 0\n", "consumer.max_message_size"),
+    ],
+)
+def test_bad_reliability_values_name_the_key(tmp_path: Path, text: str, culprit: str) -> None:
+    """A bad recoverability, consumer or deduplication value is an error naming the file and the key."""
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+    assert culprit in str(info.value)

@@ -4,6 +4,7 @@ publish and read): the exchange, queue, bindings, headers and properties an Ecot
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -253,3 +254,27 @@ def test_ecotone_reads_an_event_published_by_python(
     assert "ecotone.distributed.targetServiceName" not in message.headers
     assert message.headers["__TypeId__"].endswith(".ChangeBillingDetails")
     assert message.properties["delivery_mode"] == 2
+
+
+def test_auto_declare_off_leaves_the_exchange_to_the_operator(amqp_url: str, unique: str) -> None:
+    """With auto_declare off a sender never declares the exchange: publishing to a missing one is a TransportError
+    naming it; with auto_declare on (the default) the sender declares it first."""
+    from container_messaging import TransportError
+
+    exchange = f"ecotone.distributed.nodeclare.{unique}"
+    config = {
+        "service_name": "sender",
+        "transport": {"url": amqp_url, "auto_declare": False},
+        "distribution": {"exchange": exchange},
+    }
+    with MessagingContainer.from_dict(config) as container, pytest.raises(TransportError, match=re.escape(exchange)):
+        container.get(DistributedBus).publish_event("any.event", "x")
+    config["transport"] = {"url": amqp_url}
+    with MessagingContainer.from_dict(config) as container:
+        container.get(DistributedBus).publish_event("any.event", "x")
+        connection = kombu.Connection(amqp_url)
+        try:
+            connection.channel().exchange_declare(exchange, "topic", durable=True, passive=True)
+            connection.channel().exchange_delete(exchange)
+        finally:
+            connection.release()

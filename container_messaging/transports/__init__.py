@@ -42,6 +42,9 @@ def reset_memory_transport() -> None:
     """Empties the process-wide ``memory://`` broker (its queues, exchanges and bindings): call it between tests."""
     from kombu.transport import memory  # noqa: PLC0415
 
+    from container_messaging.transports._kombu import _MemoryDelays  # noqa: PLC0415
+
     memory.Transport.global_state.clear()
     memory.Channel.queues.clear()
     memory.Channel.events.clear()
+    _MemoryDelays.reset()

@@ -55,6 +55,8 @@ from kombu import exceptions as _kombu_exceptions
 from kombu.transport import virtual as _kombu_virtual
 from kombu.utils import json as _kombu_json
 
+from container_messaging.transports.base import DELIVER_AT
+
 __all__ = ["DATABASE_FILE_NAME", "EmbeddedChannel", "EmbeddedTransport"]
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ loads: Any = _kombu_json.loads
 #: name of the database file inside ``data_folder``
 DATABASE_FILE_NAME: Final = "embedded.sqlite3"
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL)",
@@ -80,15 +82,20 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS messages ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,"
     " priority INTEGER NOT NULL DEFAULT 0, lease_owner TEXT NULL, lease_until REAL NULL,"
-    " deliveries INTEGER NOT NULL DEFAULT 0)",
+    " deliveries INTEGER NOT NULL DEFAULT 0, available_at REAL NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, lease_owner, id)",
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
 )
+#: version 1 databases lack the delayed-delivery column
+_MIGRATIONS: Final = {1: ("ALTER TABLE messages ADD COLUMN available_at REAL NOT NULL DEFAULT 0",)}
 
 _SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
-_NEXT_READY = "SELECT id, payload, deliveries FROM messages WHERE queue = ? AND lease_owner IS NULL ORDER BY id LIMIT 1"
-_READY_CONDITION = "queue = ? AND (lease_owner IS NULL OR lease_until <= ?)"
+_NEXT_READY = (
+    "SELECT id, payload, deliveries FROM messages WHERE queue = ? AND lease_owner IS NULL AND available_at <= ?"
+    " ORDER BY id LIMIT 1"
+)
+_READY_CONDITION = "queue = ? AND (lease_owner IS NULL OR lease_until <= ?) AND available_at <= ?"
 _RELEASE = "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
 
 # sqlite connections of a parent process, seen in a forked child: never used nor closed there (closing could
@@ -213,9 +220,12 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch {transport.database_path} to WAL (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {transport.synchronous}")
-            if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < _SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    for statement in _MIGRATIONS.get(version, ()):
+                        conn.execute(statement)
                     for statement in _SCHEMA:
                         conn.execute(statement)
                 except BaseException:
@@ -373,12 +383,14 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
 
     def _size(self, queue: str) -> int:
         """Ready messages of ``queue`` (taken, unacknowledged ones are not counted, as in AMQP)."""
-        rows = self._read(f"SELECT count(*) FROM messages WHERE {_READY_CONDITION}", (queue, time.time()))
+        now = time.time()
+        rows = self._read(f"SELECT count(*) FROM messages WHERE {_READY_CONDITION}", (queue, now, now))
         return int(rows[0][0])
 
     def _purge(self, queue: str) -> int:
         """Deletes the ready messages of ``queue`` (taken, unacknowledged ones stay) and returns their number."""
-        return self._execute(f"DELETE FROM messages WHERE {_READY_CONDITION}", (queue, time.time()))
+        now = time.time()
+        return self._execute(f"DELETE FROM messages WHERE {_READY_CONDITION}", (queue, now, now))
 
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
         """Deletes ``queue``, its bindings and all its messages (``if_empty``: only when no message is ready)."""
@@ -401,9 +413,11 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
             return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Stores one copy; a ``DELIVER_AT`` header (unix seconds) keeps it invisible until then."""
+        deliver_at = (message.get("headers") or {}).get(DELIVER_AT, 0)
         self._execute(
-            "INSERT INTO messages (queue, payload, priority) VALUES (?, ?, ?)",
-            (queue, dumps(message), self._get_message_priority(message)),
+            "INSERT INTO messages (queue, payload, priority, available_at) VALUES (?, ?, ?, ?)",
+            (queue, dumps(message), self._get_message_priority(message), float(deliver_at or 0)),
         )
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
@@ -447,10 +461,11 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
             try:
                 self._maybe_reclaim(queue)
                 db = self._db()
-                if db.execute(_NEXT_READY, (queue,)).fetchone() is None:  # no write lock for an empty poll
+                now = time.time()
+                if db.execute(_NEXT_READY, (queue, now)).fetchone() is None:  # no write lock for an empty poll
                     raise Empty()
                 with self._write() as db:
-                    row = db.execute(_NEXT_READY, (queue,)).fetchone()
+                    row = db.execute(_NEXT_READY, (queue, now)).fetchone()
                     if row is None:
                         raise Empty()  # taken by another consumer meanwhile
                     row_id, raw, deliveries = row

@@ -1,28 +1,36 @@
 """The kombu adapter: RabbitMQ (``pyamqp://``), Redis (``redis://``), ``memory://`` and the embedded transport.
 
-RabbitMQ routes messages itself (topic exchange, mandatory flag, publisher confirms). kombu's *virtual*
-transports (memory, Redis, embedded) route imperfectly for this bus: a requeued or restored message is routed again
-through the exchange, so an event would be copied once more to every other subscribed service. For those, this
-adapter routes itself: it reads the exchange's bindings, matches them with AMQP topic rules, and puts one copy on
-each matching queue through the default exchange, so a requeue or a restore returns the message to its own queue.
+RabbitMQ routes messages itself (topic exchange, mandatory flag, publisher confirms) and delays retries with a
+TTL queue that dead-letters back to the service's queue. kombu's *virtual* transports (memory, Redis, embedded)
+route imperfectly for this bus: a requeued or restored message is routed again through the exchange, so an event
+would be copied once more to every other subscribed service. For those, this adapter routes itself: it reads the
+exchange's bindings, matches them with AMQP topic rules, and puts one copy on each matching queue through the
+default exchange, so a requeue or a restore returns the message to its own queue. They have no TTL queues either:
+the embedded transport delays natively (a ``DELIVER_AT`` header), Redis keeps delayed messages in a sorted set and
+memory in a heap, and a consumer moves those that are due onto its queue.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import logging
+import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 import kombu
 from kombu import Exchange, Queue, binding
 
 from container_messaging.errors import TransportError, UnroutableMessageError
 from container_messaging.transports.base import (
+    DELIVER_AT,
     BaseTransport,
     Delivery,
     EndpointTopology,
@@ -40,9 +48,9 @@ log = logging.getLogger("container_messaging.transport")
 
 #: What consumers accept; kombu never deserializes anything for us (we read raw bodies), this is belt and braces.
 ACCEPT: Final = ["application/json", "text/plain", "application/octet-stream", "application/data"]
-_PUBLISH_ATTEMPTS: Final = 3
 _VIRTUAL_SCHEMES: Final = frozenset({"memory", "embedded", "redis", "rediss"})
 _AMQP_SCHEMES: Final = frozenset({"pyamqp", "amqp", "amqps"})
+_PROMOTE_EVERY: Final = 0.1  # seconds between moves of due delayed messages (virtual transports)
 
 T = TypeVar("T")
 
@@ -64,6 +72,17 @@ def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
     return (head in ("*", words[0])) and _match(pattern[1:], words[1:])
 
 
+def _publish_kwargs(message: OutboundMessage) -> dict[str, Any]:
+    return {
+        "headers": dict(message.headers),
+        "content_type": message.content_type,
+        "content_encoding": "binary",
+        "delivery_mode": 2,
+        "message_id": message.message_id,
+        "retry": False,
+    }
+
+
 class KombuTransport(BaseTransport):
     """A transport over one kombu connection URL; connections open on first use."""
 
@@ -72,11 +91,18 @@ class KombuTransport(BaseTransport):
         self.scheme = settings.url.split("://", 1)[0].lower()
         self.virtual = self.scheme in _VIRTUAL_SCHEMES
         self.amqp = self.scheme in _AMQP_SCHEMES
+        self.embedded = self.scheme == "embedded"
         self.description = settings.masked_url
         self._publisher: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._declared: set[str] = set()
         self._returned: list[str] = []
+        self.delays = _delays_for(self)
+
+    @property
+    def settings(self) -> TransportSettings:
+        return self._settings
 
     # -- connections -----------------------------------------------------------------------------------------------
 
@@ -85,9 +111,11 @@ class KombuTransport(BaseTransport):
         options: dict[str, Any] = {}
         if self.virtual:
             options["polling_interval"] = s.polling_interval
+        if self.scheme in ("redis", "rediss", "embedded"):
+            options["visibility_timeout"] = s.visibility_timeout
         if self.amqp and s.confirm_publish:
             options["confirm_publish"] = True
-        if self.scheme == "embedded":
+        if self.embedded:
             from container_messaging.transports._embedded import EmbeddedTransport  # noqa: PLC0415
 
             options["data_folder"] = str(Path(s.data_folder).resolve())
@@ -97,16 +125,37 @@ class KombuTransport(BaseTransport):
             url,
             heartbeat=s.heartbeat if self.amqp else 0,
             connect_timeout=s.connect_timeout,
-            ssl=True if s.ssl else None,
+            ssl=self._ssl_options(),
             transport_options=options,
         )
 
+    def _ssl_options(self) -> Any:
+        s = self._settings
+        if not s.ssl:
+            return None
+        custom = s.ssl_ca_certs or s.ssl_certfile or s.ssl_keyfile or not s.ssl_verify
+        if not custom:
+            return True
+        if self.scheme in ("redis", "rediss"):
+            return {
+                "ssl_cert_reqs": ssl.CERT_REQUIRED if s.ssl_verify else ssl.CERT_NONE,
+                "ssl_ca_certs": s.ssl_ca_certs,
+                "ssl_certfile": s.ssl_certfile,
+                "ssl_keyfile": s.ssl_keyfile,
+            }
+        return {
+            "cert_reqs": ssl.CERT_REQUIRED if s.ssl_verify else ssl.CERT_NONE,
+            "ca_certs": s.ssl_ca_certs,
+            "certfile": s.ssl_certfile,
+            "keyfile": s.ssl_keyfile,
+        }
+
+    def errors_of(self, connection: kombu.Connection) -> tuple[type[BaseException], ...]:
+        return (OSError, *connection.connection_errors, *connection.channel_errors)
+
     @contextmanager
-    def guard(self, action: str, connection: kombu.Connection | None = None) -> Iterator[None]:
+    def guard(self, action: str, errors: tuple[type[BaseException], ...] = (OSError,)) -> Iterator[None]:
         """Maps broker and socket errors to :class:`TransportError` naming the action and the (masked) URL."""
-        errors: tuple[type[BaseException], ...] = (OSError,)
-        if connection is not None:
-            errors += tuple(connection.connection_errors) + tuple(connection.channel_errors)
         try:
             yield
         except TransportError:
@@ -118,14 +167,25 @@ class KombuTransport(BaseTransport):
                 raise TransportError(f"{action} failed on {self.description}: {type(exc).__name__}: {exc}") from exc
             raise
 
-    def _publishing(self) -> tuple[kombu.Connection, kombu.Producer]:
-        if self._publisher is None or self._producer is None:
+    @contextmanager
+    def connection(self, action: str) -> Iterator[Any]:
+        """A short-lived connection's channel, for administrative work (declare, size, browse)."""
+        connection = self.new_connection()
+        try:
+            with self.guard(action, self.errors_of(connection)):
+                yield connection.channel()
+        finally:
+            connection.release()
+
+    def _publishing(self) -> kombu.Producer:
+        if self._producer is None:
             connection = self.new_connection()
-            with self.guard("connecting", connection):
+            errors = self.errors_of(connection)
+            with self.guard("connecting", errors):
                 connection.ensure_connection(max_retries=1, timeout=self._settings.connect_timeout)
                 self._producer = kombu.Producer(connection.channel(), on_return=self._on_return if self.amqp else None)
-            self._publisher = connection
-        return self._publisher, self._producer
+            self._publisher, self._errors = connection, errors
+        return self._producer
 
     def _on_return(self, exception: Exception, exchange: str, routing_key: str, message: Any) -> None:
         self._returned.append(f"{exception}")
@@ -134,114 +194,107 @@ class KombuTransport(BaseTransport):
         if self._publisher is not None:
             try:
                 self._publisher.release()
-            except Exception:
+            except Exception:  # a dead connection may fail to close; it is dropped either way
                 log.debug("closing a broken publisher connection failed", exc_info=True)
         self._publisher = self._producer = None
         self._declared.clear()
+
+    def _with_retries(self, what: str, operation: Callable[[], None]) -> None:
+        """Runs a publishing operation; a lost connection is retried ``publish_retries`` times, then raised."""
+        attempts = self._settings.publish_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                operation()
+                return
+            except UnroutableMessageError:
+                raise
+            except TransportError as exc:
+                self._reset_publisher()
+                if attempt == attempts:
+                    raise
+                log.warning("%s failed (attempt %d of %d), reconnecting: %s", what, attempt, attempts, exc)
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
     # -- topology --------------------------------------------------------------------------------------------------
 
     def declare_exchange(self, exchange: str) -> None:
         if exchange in self._declared:
             return
-        connection, producer = self._publishing()
-        with self.guard(f"declaring exchange {exchange!r}", connection):
-            Exchange(exchange, "topic", durable=True)(producer.channel).declare()
+
+        def declare() -> None:
+            producer = self._publishing()
+            with self.guard(f"declaring exchange {exchange!r}", self._errors):
+                Exchange(exchange, "topic", durable=True)(producer.channel).declare()
+
+        self._with_retries(f"declaring exchange {exchange!r}", declare)
         self._declared.add(exchange)
 
     def setup_endpoint(self, topology: EndpointTopology) -> None:
-        connection = self.new_connection()
-        try:
-            with self.guard(f"declaring queue {topology.queue!r}", connection):
-                channel = connection.channel()
-                exchange = Exchange(topology.exchange, "topic", durable=True)
-                queue = Queue(
-                    topology.queue,
-                    durable=True,
-                    auto_delete=False,
-                    bindings=[binding(exchange, routing_key=key) for key in topology.bindings],
-                )
-                queue(channel).declare()
-                Queue(dead_letter_queue(topology.queue), durable=True, auto_delete=False)(channel).declare()
-        finally:
-            connection.release()
+        with self.connection(f"declaring queue {topology.queue!r}") as channel:
+            exchange = Exchange(topology.exchange, "topic", durable=True)
+            queue = Queue(
+                topology.queue,
+                durable=True,
+                auto_delete=False,
+                bindings=[binding(exchange, routing_key=key) for key in topology.bindings],
+            )
+            queue(channel).declare()
+            Queue(dead_letter_queue(topology.queue), durable=True, auto_delete=False)(channel).declare()
 
     def queue_size(self, queue: str) -> int:
-        connection = self.new_connection()
-        try:
-            with self.guard(f"reading the size of queue {queue!r}", connection):
-                channel = connection.channel()
-                if self.virtual:
-                    return int(channel._size(queue))
-                try:
-                    return int(channel.queue_declare(queue, passive=True).message_count)
-                except tuple(connection.channel_errors):
+        with self.connection(f"reading the size of queue {queue!r}") as channel:
+            if self.virtual:
+                return int(channel._size(queue))
+            try:
+                return int(channel.queue_declare(queue, passive=True).message_count)
+            except Exception as exc:  # NOT_FOUND closes the channel: the queue does not exist
+                if getattr(exc, "code", None) == 404:
                     return 0
-        finally:
-            connection.release()
+                raise
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
-        last_error: TransportError | None = None
-        for attempt in range(_PUBLISH_ATTEMPTS):
-            try:
-                self._publish_once(exchange, message, mandatory=mandatory)
-                return
-            except UnroutableMessageError:
-                raise
-            except TransportError as exc:
-                last_error = exc
-                log.warning(
-                    "publishing %s failed (attempt %d of %d): %s",
-                    message.message_id,
-                    attempt + 1,
-                    _PUBLISH_ATTEMPTS,
-                    exc,
-                )
-                self._reset_publisher()
-                time.sleep(0.2 * (attempt + 1))
-        assert last_error is not None
-        raise last_error
+        self._with_retries(
+            f"publishing {message.message_id}", lambda: self._publish_once(exchange, message, mandatory=mandatory)
+        )
 
     def _publish_once(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
-        connection, producer = self._publishing()
-        with self.guard(f"publishing to {exchange!r} with routing key {message.routing_key!r}", connection):
+        producer = self._publishing()
+        with self.guard(f"publishing to {exchange!r} with routing key {message.routing_key!r}", self._errors):
             if self.virtual:
                 queues = self.route(producer.channel, exchange, message.routing_key)
                 if not queues:
                     if mandatory:
                         raise UnroutableMessageError(self._unroutable(exchange, message.routing_key))
                     return
+                kwargs = _publish_kwargs(message)
                 for queue in queues:
-                    self._put(producer, "", queue, message)
+                    producer.publish(message.body, exchange="", routing_key=queue, **kwargs)
                 return
             self._returned.clear()
-            self._put(producer, exchange, message.routing_key, message, mandatory=mandatory)
+            producer.publish(
+                message.body,
+                exchange=exchange,
+                routing_key=message.routing_key,
+                mandatory=mandatory,
+                **_publish_kwargs(message),
+            )
             if self._returned:
                 raise UnroutableMessageError(self._unroutable(exchange, message.routing_key))
+
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        def send() -> None:
+            producer = self._publishing()
+            with self.guard(f"publishing to queue {queue!r}", self._errors):
+                producer.publish(message.body, exchange="", routing_key=queue, **_publish_kwargs(message))
+
+        self._with_retries(f"publishing {message.message_id} to {queue!r}", send)
 
     def _unroutable(self, exchange: str, routing_key: str) -> str:
         return (
             f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
             "is the destination service's consumer set up (container-messaging setup / run)?"
-        )
-
-    @staticmethod
-    def _put(
-        producer: kombu.Producer, exchange: str, routing_key: str, message: OutboundMessage, mandatory: bool = False
-    ) -> None:
-        producer.publish(
-            message.body,
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=dict(message.headers),
-            content_type=message.content_type,
-            content_encoding="binary",
-            delivery_mode=2,
-            mandatory=mandatory,
-            message_id=message.message_id,
-            retry=False,
         )
 
     @staticmethod
@@ -257,6 +310,21 @@ class KombuTransport(BaseTransport):
 
     def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
         return _KombuReceiver(self, queue, prefetch_count)
+
+    @contextmanager
+    def browse(self, queue: str) -> Iterator[list[Delivery]]:
+        receiver = _KombuReceiver(self, queue, prefetch_count=0, consume=False)
+        deliveries: list[Delivery] = []
+        try:
+            with receiver.locked(f"reading queue {queue!r}"):
+                while (message := Queue(queue, no_declare=True)(receiver.channel).get(accept=ACCEPT)) is not None:
+                    deliveries.append(_KombuDelivery(message, receiver))
+            yield deliveries
+        finally:
+            for delivery in deliveries:
+                if not delivery.settled:
+                    delivery.requeue()
+            receiver.close()
 
     def close(self) -> None:
         self._reset_publisher()
@@ -276,19 +344,25 @@ class _KombuDelivery(Delivery):
         self.redelivered = bool(message.delivery_info.get("redelivered", False))
         self.queue = receiver.queue
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     def _settle(self, action: str, operation: Callable[[], None]) -> None:
         if self._settled:
             raise TransportError(f"message {self.headers.get('id')!r} was already settled; cannot {action} it")
-        self._receiver.run(f"{action} of message {self.headers.get('id')!r}", operation)
+        with self._receiver.locked(f"{action} of message {self.headers.get('id')!r}"):
+            operation()
         self._settled = True
 
     def ack(self) -> None:
         self._settle("ack", self._message.ack)
 
     def requeue(self) -> None:
-        if self._receiver.transport.virtual:
+        transport = self._receiver.transport
+        if transport.virtual and not transport.embedded:
             self._settle("requeue", lambda: self._receiver.put_back(self, self.queue, {}))
-        else:
+        else:  # RabbitMQ and the embedded transport requeue to the same queue, in place
             self._settle("requeue", self._message.requeue)
 
     def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
@@ -296,57 +370,104 @@ class _KombuDelivery(Delivery):
             "dead-lettering", lambda: self._receiver.put_back(self, dead_letter_queue(self.queue), extra_headers)
         )
 
-    @property
-    def settled(self) -> bool:
-        return self._settled
+    def retry_later(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
+        def schedule() -> None:
+            self._receiver.transport.delays.schedule(self._receiver, self, delay_ms, extra_headers)
+            self._message.ack()
+
+        self._settle("delaying", schedule)
 
 
 class _KombuReceiver(Receiver):
-    def __init__(self, transport: KombuTransport, queue: str, prefetch_count: int) -> None:
+    """A consumer on one queue, on its own connection. A lock serialises every use of the connection between the
+    consuming thread and the heartbeat thread that keeps an AMQP connection alive while a handler runs long."""
+
+    def __init__(self, transport: KombuTransport, queue: str, prefetch_count: int, *, consume: bool = True) -> None:
         self.transport = transport
         self.queue = queue
+        self.dead: TransportError | None = None
         self._buffer: deque[_KombuDelivery] = deque()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._last_promotion = 0.0
         self._connection = transport.new_connection()
-        with transport.guard(f"consuming queue {queue!r}", self._connection):
-            self._connection.ensure_connection(max_retries=1, timeout=transport._settings.connect_timeout)
-            self._channel = self._connection.channel()
-            self._producer = kombu.Producer(self._channel)
-            self._consumer = kombu.Consumer(
-                self._channel,
-                queues=[Queue(queue, no_declare=True)],
-                on_message=self._on_message,
-                accept=ACCEPT,
-                prefetch_count=prefetch_count,
-                auto_declare=False,
-                no_ack=False,
-            )
-            self._consumer.consume()
+        self._errors = transport.errors_of(self._connection)
+        with self.locked(f"consuming queue {queue!r}"):
+            self._connection.ensure_connection(max_retries=1, timeout=transport.settings.connect_timeout)
+            self.channel = self._connection.channel()
+            self._producer = kombu.Producer(self.channel)
+            if consume:
+                self._consumer = kombu.Consumer(
+                    self.channel,
+                    queues=[Queue(queue, no_declare=True)],
+                    on_message=self._on_message,
+                    accept=ACCEPT,
+                    prefetch_count=prefetch_count,
+                    auto_declare=False,
+                    no_ack=False,
+                )
+                self._consumer.consume()
+        heartbeat = transport.settings.heartbeat
+        if consume and transport.amqp and heartbeat:
+            threading.Thread(
+                target=self._keep_alive, args=(max(1.0, heartbeat / 4),), name=f"heartbeat-{queue}", daemon=True
+            ).start()
+
+    @contextmanager
+    def locked(self, action: str) -> Iterator[None]:
+        """Exclusive use of the connection; a connection that failed once is never used again (no ack is sent
+        for deliveries of a dead channel: the broker redelivers them)."""
+        with self._lock:
+            if self.dead is not None:
+                raise TransportError(
+                    f"{action}: the connection was lost earlier ({self.dead}); the broker keeps "
+                    "the message for redelivery"
+                )
+            try:
+                with self.transport.guard(action, self._errors):
+                    yield
+            except TransportError as exc:
+                self.dead = exc
+                raise
+
+    def _keep_alive(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            try:
+                with self.locked("heartbeat"):
+                    self._connection.heartbeat_check()
+                    with suppress(TimeoutError):  # read what arrived, the broker's heartbeats included
+                        self._connection.drain_events(timeout=0.01)
+            except TransportError as exc:
+                log.warning("consumer connection of %r lost: %s", self.queue, exc)
+                return
 
     def _on_message(self, message: Any) -> None:
         self._buffer.append(_KombuDelivery(message, self))
 
-    def run(self, action: str, operation: Callable[[], T]) -> T:
-        with self.transport.guard(action, self._connection):
-            return operation()
-
     def put_back(self, delivery: _KombuDelivery, queue: str, extra_headers: Mapping[str, Any]) -> None:
         """Republishes a delivery's original body and headers straight to ``queue``, then acknowledges it."""
-        headers = {**delivery.headers, **extra_headers}
+        self.publish_raw(delivery, queue, {**delivery.headers, **extra_headers})
+        delivery._message.ack()
+
+    def publish_raw(self, delivery: _KombuDelivery, queue: str, headers: Mapping[str, Any]) -> None:
         self._producer.publish(
             delivery.body,
             exchange="",
             routing_key=queue,
-            headers=headers,
+            headers=dict(headers),
             content_type=delivery.content_type or "application/octet-stream",
             content_encoding="binary",
             delivery_mode=2,
             retry=False,
         )
-        delivery._message.ack()
 
     def receive(self, timeout: float) -> Delivery | None:
         if not self._buffer:
-            with self.transport.guard(f"consuming queue {self.queue!r}", self._connection):
+            with self.locked(f"consuming queue {self.queue!r}"):
+                now = time.monotonic()
+                if self.transport.virtual and now - self._last_promotion >= _PROMOTE_EVERY:
+                    self._last_promotion = now
+                    self.transport.delays.promote(self)
                 if self.transport.amqp:
                     self._connection.heartbeat_check()
                 try:
@@ -356,24 +477,147 @@ class _KombuReceiver(Receiver):
         return self._buffer.popleft() if self._buffer else None
 
     def close(self) -> None:
-        try:
-            # Prefetched deliveries never handed out go back to their own queue (a virtual transport's restore
-            # would route them through the exchange again and copy events to other services).
-            while self._buffer:
-                delivery = self._buffer.popleft()
-                if self.transport.virtual:
-                    delivery.requeue()
-            self._consumer.cancel()
-        except TransportError:
-            log.warning(
-                "closing the consumer of %r failed; the broker redelivers what was not acknowledged",
-                self.queue,
-                exc_info=True,
-            )
-        except Exception:
-            log.debug("cancelling the consumer of %r failed", self.queue, exc_info=True)
-        finally:
+        self._closed.set()
+        if self.dead is None:
+            try:
+                # Prefetched deliveries never handed out go back to their own queue (a virtual transport's restore
+                # would route them through the exchange again and copy events to other services).
+                while self._buffer:
+                    delivery = self._buffer.popleft()
+                    if self.transport.virtual and not self.transport.embedded:
+                        delivery.requeue()
+                consumer = getattr(self, "_consumer", None)
+                if consumer is not None:
+                    with self.locked(f"cancelling the consumer of {self.queue!r}"):
+                        consumer.cancel()
+            except TransportError:
+                log.warning(
+                    "closing the consumer of %r failed; the broker redelivers what was not acknowledged",
+                    self.queue,
+                    exc_info=True,
+                )
+        with self._lock:
             try:
                 self._connection.release()
             except Exception:
                 log.debug("releasing the consumer connection of %r failed", self.queue, exc_info=True)
+
+
+# -- delayed retries, per transport --------------------------------------------------------------------------------
+
+
+class _Delays:
+    """How a transport holds a message back for ``delay_ms`` without keeping it unacknowledged."""
+
+    def schedule(
+        self, receiver: _KombuReceiver, delivery: _KombuDelivery, delay_ms: int, extra_headers: Mapping[str, Any]
+    ) -> None:
+        raise NotImplementedError
+
+    def promote(self, receiver: _KombuReceiver) -> None:
+        """Moves the due messages of ``receiver.queue`` onto it (transports that cannot delay by themselves)."""
+
+
+class _AmqpDelays(_Delays):
+    """A durable TTL queue per delay that dead-letters expired messages back to the service's queue."""
+
+    def schedule(
+        self, receiver: _KombuReceiver, delivery: _KombuDelivery, delay_ms: int, extra_headers: Mapping[str, Any]
+    ) -> None:
+        name = f"{delivery.queue}.delay.{delay_ms}"
+        Queue(
+            name,
+            durable=True,
+            auto_delete=False,
+            queue_arguments={
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": delivery.queue,
+            },
+        )(receiver.channel).declare()
+        receiver.publish_raw(delivery, name, {**delivery.headers, **extra_headers})
+
+
+class _EmbeddedDelays(_Delays):
+    """The embedded transport keeps the copy invisible until its ``DELIVER_AT`` time."""
+
+    def schedule(
+        self, receiver: _KombuReceiver, delivery: _KombuDelivery, delay_ms: int, extra_headers: Mapping[str, Any]
+    ) -> None:
+        headers = {**delivery.headers, **extra_headers, DELIVER_AT: time.time() + delay_ms / 1000}
+        receiver.publish_raw(delivery, delivery.queue, headers)
+
+
+def _prepared(receiver: _KombuReceiver, delivery: _KombuDelivery, headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The message a virtual channel would store for ``delivery`` on its own queue."""
+    channel = receiver.channel
+    message: dict[str, Any] = channel.prepare_message(
+        delivery.body,
+        0,
+        delivery.content_type or "application/octet-stream",
+        "binary",
+        dict(headers),
+        {"delivery_mode": 2},
+    )
+    channel._inplace_augment_message(message, "", delivery.queue)
+    return message
+
+
+class _RedisDelays(_Delays):
+    """A sorted set per queue, scored by due time; due messages move to the queue atomically (a Lua script)."""
+
+    _MOVE: ClassVar[str] = """
+        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+        for _, item in ipairs(due) do
+            redis.call('ZREM', KEYS[1], item)
+            redis.call('LPUSH', KEYS[2], item)
+        end
+        return #due
+    """
+
+    def schedule(
+        self, receiver: _KombuReceiver, delivery: _KombuDelivery, delay_ms: int, extra_headers: Mapping[str, Any]
+    ) -> None:
+        from kombu.utils.json import dumps  # noqa: PLC0415
+
+        message = _prepared(receiver, delivery, {**delivery.headers, **extra_headers})
+        due = time.time() + delay_ms / 1000
+        receiver.channel.client.zadd(f"{delivery.queue}.delayed", {dumps(message): due})
+
+    def promote(self, receiver: _KombuReceiver) -> None:
+        client = receiver.channel.client
+        client.eval(self._MOVE, 2, f"{receiver.queue}.delayed", receiver.queue, time.time())
+
+
+class _MemoryDelays(_Delays):
+    """A heap per queue, shared by the process like the memory transport itself (``reset`` empties it)."""
+
+    heaps: ClassVar[dict[str, list[tuple[float, int, dict[str, Any]]]]] = {}
+    _order: ClassVar[itertools.count[int]] = itertools.count()
+
+    def schedule(
+        self, receiver: _KombuReceiver, delivery: _KombuDelivery, delay_ms: int, extra_headers: Mapping[str, Any]
+    ) -> None:
+        message = _prepared(receiver, delivery, {**delivery.headers, **extra_headers})
+        heap = self.heaps.setdefault(delivery.queue, [])
+        heapq.heappush(heap, (time.time() + delay_ms / 1000, next(self._order), message))
+
+    def promote(self, receiver: _KombuReceiver) -> None:
+        heap = self.heaps.get(receiver.queue)
+        now = time.time()
+        while heap and heap[0][0] <= now:
+            receiver.channel._put(receiver.queue, heapq.heappop(heap)[2])
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.heaps.clear()
+
+
+def _delays_for(transport: KombuTransport) -> _Delays:
+    if transport.amqp:
+        return _AmqpDelays()
+    if transport.embedded:
+        return _EmbeddedDelays()
+    if transport.scheme in ("redis", "rediss"):
+        return _RedisDelays()
+    return _MemoryDelays()

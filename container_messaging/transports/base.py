@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Final
 
 import attrs
 
-__all__ = ["BaseTransport", "Delivery", "EndpointTopology", "OutboundMessage", "Receiver", "dead_letter_queue"]
+__all__ = [
+    "DELIVER_AT",
+    "BaseTransport",
+    "Delivery",
+    "EndpointTopology",
+    "OutboundMessage",
+    "Receiver",
+    "dead_letter_queue",
+]
+
+#: A header (unix seconds) asking a transport that delays natively (the embedded one) to hold a message until then.
+DELIVER_AT: Final = "x-container-messaging-deliver-at"
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -62,6 +74,16 @@ class Delivery(abc.ABC):
     def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
         """Moves the message, with ``extra_headers`` added, to its queue's dead letter queue, then settles it."""
 
+    @abc.abstractmethod
+    def retry_later(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
+        """Puts a copy (``extra_headers`` added) back on the same queue after ``delay_ms``, then settles this one.
+        The delay never holds the message unacknowledged."""
+
+    @property
+    @abc.abstractmethod
+    def settled(self) -> bool:
+        """Whether ack, requeue, dead_letter or retry_later already ran."""
+
 
 class Receiver(abc.ABC):
     """An open consumer on one queue."""
@@ -103,6 +125,15 @@ class BaseTransport(abc.ABC):
     @abc.abstractmethod
     def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
         """Starts consuming ``queue``; messages are acknowledged only by the caller."""
+
+    @abc.abstractmethod
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        """Publishes a persistent message straight to ``queue`` (the default exchange), e.g. to replay it."""
+
+    @abc.abstractmethod
+    def browse(self, queue: str) -> AbstractContextManager[list[Delivery]]:
+        """Takes every message ready on ``queue`` without acknowledging it. Settle the ones to change; on exit the
+        others go back to ``queue``."""
 
     @abc.abstractmethod
     def queue_size(self, queue: str) -> int:
