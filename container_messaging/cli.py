@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -231,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
     send_message.add_argument("destination", type=_name, metavar="DEST", help="the destination service name")
     send_message.add_argument("channel", type=_name, metavar="CHANNEL", help="the target channel name")
     _add_sending_options(send_message)
+
+    dead_letter = command("dead-letter", "List, show, replay or delete the messages that failed for good.")
+    dead_letter.add_argument(
+        "--endpoint", type=_name, metavar="NAME", help="the endpoint whose dead letter to use (default: the service)"
+    )
+    actions = dead_letter.add_subparsers(dest="dead_letter_action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, after_command=True)
+        return sub
+
+    listing = action("list", "A table of the dead letter's entries (message id, time, handler, error).")
+    listing.add_argument("--json", action="store_true", help="print the entries as JSON (for scripts)")
+    show = action("show", "Everything kept about one message: failure, trace, headers and body.")
+    show.add_argument("message_id", metavar="ID", help="the message id (the 'id' header)")
+    show.add_argument("--json", action="store_true", help="print the entries as JSON")
+    replay = action("replay", "Send a message (or --all) back to the endpoint it failed in.")
+    replay.add_argument("message_id", metavar="ID", nargs="?", help="the message id")
+    replay.add_argument("--all", action="store_true", help="replay every entry")
+    delete = action("delete", "Remove a message from the dead letter for good.")
+    delete.add_argument("message_id", metavar="ID", help="the message id")
     return parser
 
 
@@ -263,7 +286,12 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _M
         stop_on_failure=args.stop_on_failure,
         finish_when_no_messages=args.finish_when_no_messages,
     )
-    _out(masker, f"{result.endpoint}: handled {result.handled}, failed {result.failed} ({result.stop_reason})")
+    extra = "".join(
+        f", {label} {count}"
+        for label, count in (("duplicates", result.duplicates), ("reconnects", result.reconnects))
+        if count
+    )
+    _out(masker, f"{result.endpoint}: handled {result.handled}, failed {result.failed}{extra} ({result.stop_reason})")
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
 
 
@@ -333,6 +361,69 @@ def _cmd_send_message(container: MessagingContainer, args: argparse.Namespace, m
     return EXIT_OK
 
 
+def _time(timestamp: int | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _cmd_dead_letter(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+    dead_letter = container.dead_letter(args.endpoint)
+    todo = args.dead_letter_action
+    if todo == "list":
+        entries = dead_letter.list()
+        if args.json:
+            _out(masker, json.dumps([entry.as_dict() for entry in entries], indent=2))
+            return EXIT_OK
+        _out(masker, f"{len(entries)} dead letter entr{'y' if len(entries) == 1 else 'ies'} for {dead_letter.endpoint}")
+        for entry in entries:
+            error = f"{(entry.error_class or '?').rsplit('.', 1)[-1]}: {entry.error_message or ''}"
+            if len(error) > 100:
+                error = error[:97] + "..."
+            _out(
+                masker,
+                f"{entry.message_id}  {_time(entry.failed_at)}  {entry.routing_key or '-'}  "
+                f"{entry.handler or '-'}  {entry.reason or '-'}  {error}",
+            )
+        return EXIT_OK
+    if todo == "show":
+        entries = dead_letter.get(args.message_id)
+        if args.json:
+            _out(masker, json.dumps([entry.as_dict() for entry in entries], indent=2))
+            return EXIT_OK
+        for entry in entries:
+            data = entry.as_dict()
+            for key in (
+                "message_id",
+                "endpoint",
+                "routing_key",
+                "payload_type",
+                "handler",
+                "reason",
+                "error_class",
+                "error_message",
+                "attempts",
+                "content_type",
+            ):
+                _out(masker, f"{key}: {data[key]}")
+            _out(masker, f"failed_at: {_time(entry.failed_at)}")
+            _out(masker, "headers:")
+            for key, value in sorted(data["headers"].items()):
+                _out(masker, f"  {key}: {value}")
+            _out(masker, "body:")
+            _out(masker, data.get("body", data.get("body_base64", "")))
+            _out(masker, "trace:")
+            _out(masker, entry.trace or "-")
+        return EXIT_OK
+    if todo == "replay":
+        if args.all == (args.message_id is not None):
+            raise UsageError("dead-letter replay needs a message ID or --all (not both)")
+        count = dead_letter.replay_all() if args.all else dead_letter.replay(args.message_id)
+        _out(masker, f"replayed {count} message{'s' if count != 1 else ''} to {dead_letter.endpoint}")
+        return EXIT_OK
+    count = dead_letter.delete(args.message_id)
+    _out(masker, f"deleted {count} dead letter entr{'y' if count == 1 else 'ies'} of {args.message_id}")
+    return EXIT_OK
+
+
 _Command = Callable[[MessagingContainer, argparse.Namespace, _Masker], int]
 
 _COMMANDS: Final[Mapping[str, _Command]] = {
@@ -342,6 +433,7 @@ _COMMANDS: Final[Mapping[str, _Command]] = {
     "send-command": _cmd_send_command,
     "publish-event": _cmd_publish_event,
     "send-message": _cmd_send_message,
+    "dead-letter": _cmd_dead_letter,
 }
 
 

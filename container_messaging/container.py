@@ -24,6 +24,8 @@ from container_messaging.buses import CommandBus, EventBus, MessageChannels, Que
 from container_messaging.config import Settings, load_ini, load_settings, load_yaml, settings_from_dict
 from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.conversion import Converter
+from container_messaging.deadletter import DeadLetter
+from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
 from container_messaging.distributed import DistributedBus, DistributedDispatcher, DistributedTopology
 from container_messaging.errors import (
     AmbiguousDependencyError,
@@ -33,6 +35,7 @@ from container_messaging.errors import (
     MissingDependencyError,
 )
 from container_messaging.invocation import Handler, build_handler
+from container_messaging.markers import RetryPolicy
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
 from container_messaging.transports import BaseTransport, create_transport
@@ -111,6 +114,7 @@ class MessagingContainer:
             "messaging_container": (MessagingContainer, providers.Object(self)),
             "converter": (Converter, providers.Object(self.converter)),
             "transport": (BaseTransport, transport_provider),
+            "deduplication": (DeduplicationStore, providers.Singleton(create_deduplication_store, s.deduplication)),
         }
         for name, (tp, provider) in framework.items():
             self._register_explicit(name, tp, provider, "the framework")
@@ -334,32 +338,39 @@ class MessagingContainer:
         """The runnable endpoint names: the service name (it consumes its distributed queue)."""
         return [self.settings.service_name] if self.settings.service_name else []
 
-    def _endpoint(self, name: str) -> EndpointConsumer:
+    def _check_endpoint(self, name: str) -> str:
         endpoints = self.list()
         if name not in endpoints:
             available = ", ".join(repr(e) for e in endpoints) or "none: configure service_name"
             raise EndpointError(f"unknown endpoint {name!r} (available: {available})")
-        t = self.settings.transport
-        dispatcher = DistributedDispatcher(
-            service_name=name,
-            routes=self.routes,
-            commands=self.get(CommandBus),
-            events=self.get(EventBus),
-            channels=self.get(MessageChannels),
-        )
+        return name
+
+    def endpoint(self, name: str) -> EndpointConsumer:
+        """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication)."""
+        self._check_endpoint(name)
+        s = self.settings
         return EndpointConsumer(
             name=name,
             transport=self.transport,
             topology=self.topology.endpoint(name, self.routes),
-            dispatcher=dispatcher,
-            prefetch_count=t.prefetch_count,
-            idle_timeout=max(0.5, 10 * t.polling_interval),
+            dispatcher=DistributedDispatcher(service_name=name, routes=self.routes),
+            prefetch_count=s.transport.prefetch_count,
+            idle_timeout=max(0.5, 10 * s.transport.polling_interval),
+            retry_policy=RetryPolicy(s.recoverability.immediate_retries, s.recoverability.delayed_retries),
+            deduplication=self.get(DeduplicationStore),  # type: ignore[type-abstract]
+            max_message_size=s.consumer.max_message_size,
         )
+
+    def dead_letter(self, name: str | None = None) -> DeadLetter:
+        """The dead letter of endpoint ``name`` (default: this service's): list, show, replay, delete."""
+        endpoint = self._check_endpoint(name if name is not None else (self.settings.service_name or ""))
+        return DeadLetter(self.transport, self.topology.queue(endpoint), endpoint)
 
     def setup(self, name: str | None = None) -> None:
         """Declares the exchange and the endpoint's queue and bindings (all endpoints when no name); idempotent."""
         for endpoint in [name] if name is not None else self.list():
-            self.transport.setup_endpoint(self._endpoint(endpoint)._topology)
+            self._check_endpoint(endpoint)
+            self.transport.setup_endpoint(self.topology.endpoint(endpoint, self.routes))
 
     def run(
         self,
@@ -374,14 +385,15 @@ class MessagingContainer:
         options = RunOptions(
             handled_message_limit, execution_time_limit, memory_limit, stop_on_failure, finish_when_no_messages
         )
-        return self._endpoint(name).run(options)
+        return self.endpoint(name).run(options)
 
     def close(self) -> None:
-        """Closes the transport's connections (if it was ever used)."""
-        provider = self.di.providers["transport"]
-        if isinstance(provider, providers.Singleton) and not _singleton_created(provider):
-            return
-        self.transport.close()
+        """Closes the transport's and the deduplication store's connections (those that were ever opened)."""
+        for name in ("transport", "deduplication"):
+            provider = self.di.providers[name]
+            if isinstance(provider, providers.Singleton) and not _singleton_created(provider):
+                continue
+            provider().close()
 
     def __enter__(self) -> MessagingContainer:
         return self

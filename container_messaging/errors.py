@@ -16,6 +16,7 @@
     │   │   └── UnsupportedMediaTypeError  a content type is unknown or refused (pickle, yaml, ...)
     │   └── DistributionError          a distributed message broke Ecotone's rules (names key/service)
     ├── EndpointError             an unknown consumer endpoint (lists the available ones)
+    ├── DeadLetterError           no dead letter entry with that message id (names it and the endpoint)
     └── TransportError            the broker failed; the kombu/socket exception is chained
         └── UnroutableMessageError     the broker could not route a published message
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "ContainerError",
     "ConversionError",
+    "DeadLetterError",
     "DistributionError",
     "EndpointError",
     "HandlerDefinitionError",
@@ -100,6 +102,10 @@ class DistributionError(MessageHandlingError):
 
 class EndpointError(MessagingError):
     """An endpoint name is unknown to the container."""
+
+
+class DeadLetterError(MessagingError):
+    """A dead letter entry asked for by message id does not exist."""
 
 
 class TransportError(MessagingError):

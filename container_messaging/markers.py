@@ -25,6 +25,9 @@ __all__ = [
     "is_distributed",
     "markers_of",
     "query_handler",
+    "retries",
+    "retry_policy_of",
+    "RetryPolicy",
     "service_activator",
 ]
 
@@ -32,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MARKERS_ATTR: Final = "__container_messaging_markers__"
 DISTRIBUTED_ATTR: Final = "__container_messaging_distributed__"
+RETRIES_ATTR: Final = "__container_messaging_retries__"
 
 
 class HandlerKind(enum.Enum):
@@ -130,6 +134,61 @@ def distributed(func: Any = None) -> Any:
         return target
 
     return apply if func is None else apply(func)
+
+
+def _to_tuple(value: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often a failing handler is tried again: ``immediate_retries`` at once, then one retry after each of
+    ``delayed_retries`` (milliseconds); then the message goes to the dead letter."""
+
+    immediate_retries: int = attrs.field(default=2)
+    delayed_retries: tuple[int, ...] = attrs.field(default=(1000, 10000, 60000), converter=_to_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.immediate_retries, int) or self.immediate_retries < 0:
+            raise HandlerDefinitionError(
+                f"immediate retries must be a whole number >= 0, got {self.immediate_retries!r}"
+            )
+        if any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in self.delayed_retries):
+            raise HandlerDefinitionError(
+                f"delayed retries must be positive milliseconds, got {list(self.delayed_retries)!r}"
+            )
+
+    @property
+    def attempts(self) -> int:
+        """How many times a handler runs at most for one message."""
+        return (1 + self.immediate_retries) * (1 + len(self.delayed_retries))
+
+
+def retries(immediate: int | None = None, delayed: tuple[int, ...] | list[int] | None = None) -> Callable[[F], F]:
+    """Overrides the configured recoverability for one handler: ``@retries(immediate=0, delayed=[500, 5000])``.
+    What is not given keeps the configured value."""
+    override = (immediate, None if delayed is None else tuple(delayed))
+    if immediate is not None or delayed is not None:
+        RetryPolicy(immediate if immediate is not None else 0, override[1] or ())  # validates now, at import
+
+    def apply(func: F) -> F:
+        setattr(_target(func, "retries"), RETRIES_ATTR, override)
+        return func
+
+    return apply
+
+
+def retry_policy_of(func: Any, default: RetryPolicy) -> RetryPolicy:
+    """The handler's own policy (``@retries``) merged over ``default``."""
+    func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+    override: tuple[int | None, tuple[int, ...] | None] | None = getattr(func, RETRIES_ATTR, None)
+    if override is None:
+        return default
+    immediate, delayed = override
+    return RetryPolicy(
+        default.immediate_retries if immediate is None else immediate,
+        default.delayed_retries if delayed is None else delayed,
+    )
 
 
 def markers_of(func: Any) -> tuple[HandlerMarker, ...]:

@@ -26,6 +26,7 @@ __all__ = [
     "PARENT_ID",
     "RETRY_NUMBER",
     "ROUTING_SLIP",
+    "TARGET_HANDLER",
     "TIMESTAMP",
     "TYPE_ID",
     "new_message_id",
@@ -40,12 +41,14 @@ CONTENT_TYPE: Final = "contentType"
 TYPE_ID: Final = "__TypeId__"
 ROUTING_SLIP: Final = "routingSlip"
 RETRY_NUMBER: Final = "ecotone_retry_number"
+#: The one handler a retry copy or a dead letter entry is for (the other handlers of an event do not run again).
+TARGET_HANDLER: Final = "container_messaging.handler"
 
 #: Headers that belong to one message and are never copied onto the messages its handler sends.
 FRAMEWORK_HEADERS: Final = frozenset(
     {ID, CORRELATION_ID, PARENT_ID, TIMESTAMP, CONTENT_TYPE, TYPE_ID, ROUTING_SLIP, RETRY_NUMBER}
 )
-_FRAMEWORK_PREFIXES: Final = ("ecotone.", "failure.", "x-")
+_FRAMEWORK_PREFIXES: Final = ("ecotone.", "failure.", "x-", "container_messaging.")
 
 
 class MediaType:

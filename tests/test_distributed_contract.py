@@ -104,14 +104,16 @@ class Services:
         self.module: Any = __import__(self.module_name)
         self.containers: list[MessagingContainer] = []
 
-    def container(self, service_name: str, **conversion: Any) -> MessagingContainer:
+    def container(self, service_name: str, **sections: Any) -> MessagingContainer:
+        """A service; no retries unless a ``recoverability`` section says otherwise (failures go to the dead letter)."""
         container = MessagingContainer.from_dict(
             {
                 "service_name": service_name,
                 "scan": [self.module_name],
                 "transport": transport_section(self.kind, self.tmp_path),
                 "distribution": self.distribution,
-                **({"conversion": conversion} if conversion else {}),
+                "recoverability": {"immediate_retries": 0, "delayed_retries": []},
+                **sections,
             }
         )
         self.containers.append(container)

@@ -1,32 +1,30 @@
-"""The inbound side of the distributed bus: Ecotone's gate between the wire and the local buses.
+"""The inbound side of the distributed bus: Ecotone's gate between the wire and the local handlers.
 
-- ``command``: must target this service and have a ``@distributed`` command handler for its key; then the local
-  command bus runs it.
-- ``event``: if a ``@distributed`` event handler matches the key, the event is published on the local event bus
-  (every local handler of that key runs, distributed or not). An event nobody here handles is dropped (Ecotone).
+- ``command``: must target this service and have a ``@distributed`` command handler for its key; that handler runs.
+- ``event``: if a ``@distributed`` event handler matches the key, every local handler of that key runs
+  (distributed or not). An event nobody here handles is dropped (Ecotone).
 - ``message``: must target this service; the ``@distributed`` service activator of the channel handles it.
 - anything else is an error. Handlers without ``@distributed`` are never reachable from outside.
+
+The dispatcher only chooses the handlers (:meth:`DistributedDispatcher.targets`); running them, with retries, is
+the consumer's and :mod:`container_messaging.recoverability`'s business.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-from container_messaging.buses import CommandBus, EventBus, MessageChannels
 from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_KEY, TARGET_SERVICE, PayloadType
 from container_messaging.errors import DistributionError
+from container_messaging.invocation import Handler
 from container_messaging.markers import HandlerKind
-from container_messaging.messages import CONTENT_TYPE, ID, Headers, MediaType, Message
+from container_messaging.messages import CONTENT_TYPE, ID, TARGET_HANDLER, Headers, MediaType, Message
 from container_messaging.routing import RoutingTable
 
-__all__ = ["DistributedDispatcher", "Outcome", "inbound_message"]
+__all__ = ["DistributedDispatcher", "inbound_message"]
 
-
-class Outcome(enum.Enum):
-    HANDLED = "handled"
-    DROPPED = "dropped"  # an event no distributed handler of this service subscribes to
+_CACHE_LIMIT: Final = 4096
 
 
 def inbound_message(body: bytes, headers: Mapping[str, Any], content_type: str | None) -> Message:
@@ -38,24 +36,17 @@ def inbound_message(body: bytes, headers: Mapping[str, Any], content_type: str |
 
 
 class DistributedDispatcher:
-    def __init__(
-        self,
-        *,
-        service_name: str,
-        routes: RoutingTable,
-        commands: CommandBus,
-        events: EventBus,
-        channels: MessageChannels,
-    ) -> None:
+    def __init__(self, *, service_name: str, routes: RoutingTable) -> None:
         self._service_name = service_name
         self._routes = routes
-        self._commands = commands
-        self._events = events
-        self._channels = channels
-        self._distributed_events = routes.distributed(HandlerKind.EVENT)
-        self._event_cache: dict[str, bool] = {}
+        self._distributed_events = frozenset(routes.distributed(HandlerKind.EVENT))
+        self._event_targets: dict[str, tuple[Handler, ...]] = {}
 
-    def dispatch(self, message: Message) -> Outcome:
+    def targets(self, message: Message) -> tuple[Handler, ...]:
+        """The handlers that must run for ``message`` (empty: an event nobody here subscribes to, to be dropped).
+
+        Raises :class:`DistributionError` when the message breaks Ecotone's rules.
+        """
         headers = message.headers
         payload_type = headers.get(PAYLOAD_TYPE)
         routing_key = headers.get(ROUTING_KEY)
@@ -63,10 +54,9 @@ class DistributedDispatcher:
         if not isinstance(routing_key, str) or not routing_key:
             raise DistributionError(f"{where} has no {ROUTING_KEY!r} header; it cannot be routed")
         if payload_type == PayloadType.EVENT:
-            if not self._subscribed(routing_key):
-                return Outcome.DROPPED
-            self._events.dispatch(routing_key, message)
-            return Outcome.HANDLED
+            handlers = self._events(routing_key)
+            only = headers.get(TARGET_HANDLER)
+            return handlers if only is None else tuple(h for h in handlers if h.name == only)
         if payload_type == PayloadType.COMMAND:
             self._check_target(headers, where, routing_key)
             handler = self._routes.by_key(HandlerKind.COMMAND, routing_key)
@@ -75,8 +65,7 @@ class DistributedDispatcher:
                     f"There is no Distributed Command Handler registered with routing key: {routing_key} "
                     f"(service {self._service_name!r}, {where})"
                 )
-            handler(message)
-            return Outcome.HANDLED
+            return (handler,)
         if payload_type == PayloadType.MESSAGE:
             self._check_target(headers, where, routing_key)
             handler = self._routes.channel(routing_key)
@@ -85,8 +74,7 @@ class DistributedDispatcher:
                     f"There is no Distributed Service Activator for channel: {routing_key} "
                     f"(service {self._service_name!r}, {where})"
                 )
-            handler(message)
-            return Outcome.HANDLED
+            return (handler,)
         raise DistributionError(
             f"{where} with routing key {routing_key!r} has unknown {PAYLOAD_TYPE!r} {payload_type!r} "
             "(expected 'command', 'event' or 'message')"
@@ -100,12 +88,14 @@ class DistributedDispatcher:
                 f"but this is service {self._service_name!r}: it was wrongly distributed"
             )
 
-    def _subscribed(self, routing_key: str) -> bool:
+    def _events(self, routing_key: str) -> tuple[Handler, ...]:
+        """Every local handler of the key when a distributed one subscribes to it; else none (cached per key)."""
         try:
-            return self._event_cache[routing_key]
+            return self._event_targets[routing_key]
         except KeyError:
-            subscribed = any(h in self._distributed_events for h in self._routes.events_for_key(routing_key))
-            if len(self._event_cache) > 4096:
-                self._event_cache.clear()
-            self._event_cache[routing_key] = subscribed
-            return subscribed
+            handlers = self._routes.events_for_key(routing_key)
+            subscribed = any(h in self._distributed_events for h in handlers)
+            if len(self._event_targets) >= _CACHE_LIMIT:
+                self._event_targets.clear()
+            targets = self._event_targets[routing_key] = handlers if subscribed else ()
+            return targets

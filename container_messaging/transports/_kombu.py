@@ -348,6 +348,10 @@ class _KombuDelivery(Delivery):
     def settled(self) -> bool:
         return self._settled
 
+    def _put_back(self) -> None:
+        self._receiver.publish_raw(self, self.queue, self.headers)
+        self._message.ack()
+
     def _settle(self, action: str, operation: Callable[[], None]) -> None:
         if self._settled:
             raise TransportError(f"message {self.headers.get('id')!r} was already settled; cannot {action} it")
@@ -361,21 +365,18 @@ class _KombuDelivery(Delivery):
     def requeue(self) -> None:
         transport = self._receiver.transport
         if transport.virtual and not transport.embedded:
-            self._settle("requeue", lambda: self._receiver.put_back(self, self.queue, {}))
+            self._settle("requeue", self._put_back)
         else:  # RabbitMQ and the embedded transport requeue to the same queue, in place
             self._settle("requeue", self._message.requeue)
 
-    def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
-        self._settle(
-            "dead-lettering", lambda: self._receiver.put_back(self, dead_letter_queue(self.queue), extra_headers)
-        )
+    def dead_letter_copy(self, extra_headers: Mapping[str, Any]) -> None:
+        queue = dead_letter_queue(self.queue)
+        with self._receiver.locked(f"dead-lettering message {self.headers.get('id')!r}"):
+            self._receiver.publish_raw(self, queue, {**self.headers, **extra_headers})
 
-    def retry_later(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
-        def schedule() -> None:
+    def delayed_copy(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
+        with self._receiver.locked(f"delaying message {self.headers.get('id')!r}"):
             self._receiver.transport.delays.schedule(self._receiver, self, delay_ms, extra_headers)
-            self._message.ack()
-
-        self._settle("delaying", schedule)
 
 
 class _KombuReceiver(Receiver):
@@ -444,11 +445,6 @@ class _KombuReceiver(Receiver):
     def _on_message(self, message: Any) -> None:
         self._buffer.append(_KombuDelivery(message, self))
 
-    def put_back(self, delivery: _KombuDelivery, queue: str, extra_headers: Mapping[str, Any]) -> None:
-        """Republishes a delivery's original body and headers straight to ``queue``, then acknowledges it."""
-        self.publish_raw(delivery, queue, {**delivery.headers, **extra_headers})
-        delivery._message.ack()
-
     def publish_raw(self, delivery: _KombuDelivery, queue: str, headers: Mapping[str, Any]) -> None:
         self._producer.publish(
             delivery.body,
@@ -462,19 +458,24 @@ class _KombuReceiver(Receiver):
         )
 
     def receive(self, timeout: float) -> Delivery | None:
-        if not self._buffer:
+        deadline = time.monotonic() + timeout
+        promoting = self.transport.virtual and not self.transport.embedded
+        while not self._buffer:
             with self.locked(f"consuming queue {self.queue!r}"):
                 now = time.monotonic()
-                if self.transport.virtual and now - self._last_promotion >= _PROMOTE_EVERY:
+                if promoting and now - self._last_promotion >= _PROMOTE_EVERY:
                     self._last_promotion = now
                     self.transport.delays.promote(self)
                 if self.transport.amqp:
                     self._connection.heartbeat_check()
-                try:
-                    self._connection.drain_events(timeout=timeout)
-                except TimeoutError:
+                step = deadline - now
+                if step <= 0:
                     return None
-        return self._buffer.popleft() if self._buffer else None
+                try:  # in short steps where delayed messages wait to be moved onto the queue
+                    self._connection.drain_events(timeout=min(step, _PROMOTE_EVERY) if promoting else step)
+                except TimeoutError:
+                    continue
+        return self._buffer.popleft()
 
     def close(self) -> None:
         self._closed.set()

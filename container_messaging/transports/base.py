@@ -54,7 +54,7 @@ class EndpointTopology:
 
 
 class Delivery(abc.ABC):
-    """A message received from a queue; it must be settled exactly once (ack, requeue or dead-letter)."""
+    """A message received from a queue; it must be settled exactly once (ack or requeue)."""
 
     body: bytes
     headers: dict[str, Any]
@@ -71,18 +71,19 @@ class Delivery(abc.ABC):
         """Puts the message back on the same queue (never re-routed to other queues)."""
 
     @abc.abstractmethod
-    def dead_letter(self, extra_headers: Mapping[str, Any]) -> None:
-        """Moves the message, with ``extra_headers`` added, to its queue's dead letter queue, then settles it."""
+    def dead_letter_copy(self, extra_headers: Mapping[str, Any]) -> None:
+        """Puts a copy (original body and headers, ``extra_headers`` added) on the queue's dead letter queue.
+        Does not settle this delivery: acknowledge it afterwards."""
 
     @abc.abstractmethod
-    def retry_later(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
-        """Puts a copy (``extra_headers`` added) back on the same queue after ``delay_ms``, then settles this one.
-        The delay never holds the message unacknowledged."""
+    def delayed_copy(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
+        """Puts a copy back on the same queue, visible after ``delay_ms`` (without holding anything
+        unacknowledged meanwhile). Does not settle this delivery: acknowledge it afterwards."""
 
     @property
     @abc.abstractmethod
     def settled(self) -> bool:
-        """Whether ack, requeue, dead_letter or retry_later already ran."""
+        """Whether ack or requeue already ran."""
 
 
 class Receiver(abc.ABC):
