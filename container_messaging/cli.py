@@ -242,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text, description=help_text)
         _add_global_options(sub, after_command=True)
+        sub.add_argument(
+            "--endpoint",
+            type=_name,
+            metavar="NAME",
+            default=argparse.SUPPRESS,
+            help="the endpoint whose dead letter to use (default: the service)",
+        )
         return sub
 
     listing = action("list", "A table of the dead letter's entries (message id, time, handler, error).")

@@ -3,9 +3,10 @@
 It declares the endpoint's queue and bindings, then takes one message at a time:
 
 1. a body over ``consumer.max_message_size`` goes straight to the dead letter;
-2. a message id already handled within the deduplication window is acknowledged and skipped;
-3. the dispatcher chooses the handlers (Ecotone's rules), recoverability runs them with immediate retries;
-4. success: the id is remembered, then the message acknowledged (only after its handlers returned);
+2. the dispatcher chooses the handlers (Ecotone's rules); those that already handled this message id within the
+   deduplication window are skipped (all of them: the message is acknowledged as a duplicate);
+3. recoverability runs the others with immediate retries; each success is remembered for deduplication;
+4. success: the message is acknowledged (only after its handlers returned);
    failure: a delayed retry or a dead letter copy per failed handler, then the acknowledgement
    (or, with ``stop_on_failure``, the message goes back to its queue and the consumer stops).
 
@@ -32,6 +33,7 @@ import attrs
 from container_messaging.deduplication import DeduplicationStore, NoDeduplication
 from container_messaging.distributed.dispatcher import DistributedDispatcher, inbound_message
 from container_messaging.errors import TransportError
+from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.messages import ID
 from container_messaging.recoverability import Failure, MessageTooLargeError, Recoverability
@@ -118,7 +120,7 @@ class EndpointConsumer:
         self._prefetch_count = prefetch_count
         self._idle_timeout = idle_timeout
         self._recoverability = Recoverability(name, retry_policy or RetryPolicy())
-        self._deduplication = deduplication or NoDeduplication()
+        self._deduplication = deduplication if deduplication is not None else NoDeduplication()
         self._max_message_size = max_message_size
         self._stop_reason: str | None = None
         self._wake = threading.Event()
@@ -229,31 +231,38 @@ class EndpointConsumer:
     def _handle(self, delivery: Delivery, options: RunOptions, counts: _Counts) -> None:
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
         message_id = message.headers.get(ID)
-        key = f"{self.name}:{message_id}"
-        failures: list[Failure]
+        failures: list[Failure] = []
         if len(delivery.body) > self._max_message_size:
             too_large = MessageTooLargeError(
                 f"message {message_id!r} has {len(delivery.body)} bytes, more than consumer.max_message_size "
                 f"({self._max_message_size})"
             )
-            failures = [Failure(None, too_large, 1)]
-        elif message_id is not None and self._deduplication.seen(key):
-            log.info("endpoint %r: message %r was already handled; skipped", self.name, message_id)
-            delivery.ack()
-            counts.duplicates += 1
-            return
+            failures.append(Failure(None, too_large, 1))
         else:
             try:
                 handlers = self._dispatcher.targets(message)
             except Exception as exc:
-                failures = [Failure(None, exc, 1)]
+                failures.append(Failure(None, exc, 1))
             else:
-                failures = [f for h in handlers if (f := self._recoverability.run(h, message)) is not None]
                 if not handlers:
                     log.debug("endpoint %r: event %r has no subscriber here; dropped", self.name, message_id)
+                # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the
+                # event another handler already handled, and a redelivered event skips only what already ran.
+                pending = [
+                    h for h in handlers if message_id is None or not self._deduplication.seen(self._key(message_id, h))
+                ]
+                if handlers and not pending:
+                    log.info("endpoint %r: message %r was already handled; skipped", self.name, message_id)
+                    delivery.ack()
+                    counts.duplicates += 1
+                    return
+                for handler in pending:
+                    failure = self._recoverability.run(handler, message)
+                    if failure is not None:
+                        failures.append(failure)
+                    elif message_id is not None:
+                        self._deduplication.remember(self._key(message_id, handler))
         if not failures:
-            if message_id is not None:
-                self._deduplication.remember(key)
             delivery.ack()
             counts.handled += 1
             log.debug("endpoint %r: handled %r", self.name, message)
@@ -271,6 +280,9 @@ class EndpointConsumer:
             self._stop_reason = "a message failed (stop_on_failure)"
             return
         self._recoverability.dispose(delivery, message, failures)
+
+    def _key(self, message_id: object, handler: Handler) -> str:
+        return f"{self.name}:{message_id}:{handler.name}"
 
     @contextmanager
     def _signals(self) -> Iterator[None]:

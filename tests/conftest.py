@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import textwrap
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +90,39 @@ def transport_kind(request: pytest.FixtureRequest) -> str:
 def distribution(unique: str) -> dict[str, str]:
     """A private exchange and queue prefix per test."""
     return {"exchange": f"test.distributed.{unique}", "queue_prefix": f"test_{unique}_"}
+
+
+def forget_endpoint(container: Any, queue: str, delays: Iterable[int] = ()) -> None:
+    """Removes an endpoint's queues, delay queues (RabbitMQ ``<queue>.delay.<ms>``), delayed set (Redis
+    ``<queue>.delayed``), bindings and exchange from a shared broker, so tests leave nothing behind."""
+    transport = container.transport
+    redis = transport.scheme in ("redis", "rediss")
+    if not (transport.amqp or redis):
+        return
+    exchange = container.topology.exchange
+    connection = transport.new_connection()
+    try:
+        channel = connection.channel()
+        if redis:
+            # kombu's virtual queue_delete only removes the bindings its own channel declared: delete the keys
+            channel.client.delete(
+                queue,
+                f"{queue}.dead_letter",
+                f"{queue}.delayed",
+                f"_kombu.binding.{exchange}",
+                f"_kombu.binding_permanent.{exchange}",
+            )
+            return
+        all_delays = {*delays, *container.settings.recoverability.delayed_retries}
+        for name in [queue, f"{queue}.dead_letter", *(f"{queue}.delay.{ms}" for ms in sorted(all_delays))]:
+            try:
+                channel.queue_delete(name)
+            except Exception:  # already gone: the channel is closed, open another
+                channel = connection.channel()
+        with contextlib.suppress(Exception):
+            channel.exchange_delete(exchange)
+    finally:
+        connection.release()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Every test builds several containers (one per service) in this process; they tal
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from container_messaging import (
 )
 from container_messaging.transports import OutboundMessage
 
-from conftest import transport_section
+from conftest import forget_endpoint, transport_section
 
 HANDLERS = """
 import attrs
@@ -126,27 +125,8 @@ class Services:
         for container in self.containers:
             if container.list():
                 queue = container.topology.queue(container.settings.service_name or "")
-                _drain_and_forget(container, queue)
+                forget_endpoint(container, queue)
             container.close()
-
-
-def _drain_and_forget(container: MessagingContainer, queue: str) -> None:
-    """Removes the test's queues from a shared broker (RabbitMQ/Redis) so nothing is left behind."""
-    transport: Any = container.transport
-    if not hasattr(transport, "new_connection"):
-        return
-    connection = transport.new_connection()
-    try:
-        channel = connection.channel()
-        for name in (queue, f"{queue}.dead_letter"):
-            try:
-                channel.queue_delete(name)
-            except Exception:  # already gone: the channel is closed, open another
-                channel = connection.channel()
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(container.topology.exchange)
-    finally:
-        connection.release()
 
 
 @pytest.fixture

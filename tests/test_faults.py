@@ -395,3 +395,64 @@ def test_sigterm_during_a_slow_handler_on_rabbitmq(amqp: str, tmp_path: Path, un
             channel.exchange_delete(exchange)
         finally:
             connection.release()
+
+
+def test_heartbeats_keep_flowing_while_a_handler_runs_long(amqp: str, tmp_path: Path, unique: str) -> None:
+    """A handler that runs for over three heartbeat intervals: the connection stays up (the consumer's heartbeat
+    thread answers the broker), the message is acknowledged once and never redelivered."""
+    modules = tmp_path / "longmodules"
+    modules.mkdir()
+    module = f"long_{unique}"
+    (modules / f"{module}.py").write_text(
+        textwrap.dedent("""
+        import time
+        from container_messaging import command_handler, distributed
+        RUNS = []
+        class Long:
+            @distributed
+            @command_handler("long.work")
+            def work(self, payload: str) -> None:
+                RUNS.append(payload)
+                time.sleep(7)  # the behaviour under test: a handler busy for 3.5 heartbeat intervals
+    """)
+    )
+    sys.path.insert(0, str(modules))
+    name, exchange = f"long{unique}", f"test.long.{unique}"
+    config = {
+        "service_name": name,
+        "scan": [module],
+        "transport": {"url": amqp, "heartbeat": 2},
+        "distribution": {"exchange": exchange},
+        "recoverability": {"immediate_retries": 0, "delayed_retries": []},
+    }
+    try:
+        with MessagingContainer.from_dict(config) as container:
+            container.setup()
+            container.get(DistributedBus).send_command(name, "long.work", "once")
+            started = time.monotonic()
+            result = container.run(name, handled_message_limit=1)
+            seconds = time.monotonic() - started
+            size_after = container.transport.queue_size(f"distributed_{name}")
+            again = container.run(name, finish_when_no_messages=True)
+        runs = sys.modules[module].RUNS
+        _report(
+            "long handler with heartbeat 2 s",
+            handler_seconds=f"{seconds:.1f}",
+            runs=len(runs),
+            reconnects=result.reconnects,
+            left_on_queue=size_after,
+        )
+        assert (result.handled, result.failed, result.reconnects) == (1, 0, 0)
+        assert runs == ["once"]
+        assert size_after == 0 and again.handled == 0
+    finally:
+        sys.path.remove(str(modules))
+        sys.modules.pop(module, None)
+        connection = kombu.Connection(amqp)
+        try:
+            channel = connection.channel()
+            channel.queue_delete(f"distributed_{name}")
+            channel.queue_delete(f"distributed_{name}.dead_letter")
+            channel.exchange_delete(exchange)
+        finally:
+            connection.release()

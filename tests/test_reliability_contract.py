@@ -27,7 +27,7 @@ from container_messaging.recoverability import FAILURE_HEADERS
 from container_messaging.transports import OutboundMessage
 from container_messaging.transports._kombu import _MemoryDelays
 
-from conftest import transport_section
+from conftest import forget_endpoint, transport_section
 
 HANDLERS = """
 import attrs
@@ -181,37 +181,7 @@ class Billing:
 
 
 def _forget(container: MessagingContainer) -> None:
-    """Removes the test's queues, delay queues (RabbitMQ ``<queue>.delay.<ms>``), delayed sets (Redis
-    ``<queue>.delayed``), bindings and exchange from a shared broker."""
-    transport: Any = container.transport
-    redis = transport.scheme in ("redis", "rediss")
-    if not (transport.amqp or redis):
-        return
-    queue = container.topology.queue("billing")
-    exchange = container.topology.exchange
-    connection = transport.new_connection()
-    try:
-        channel = connection.channel()
-        if redis:
-            # kombu's virtual queue_delete only removes the bindings its own channel declared: delete the keys
-            channel.client.delete(
-                queue,
-                f"{queue}.dead_letter",
-                f"{queue}.delayed",
-                f"_kombu.binding.{exchange}",
-                f"_kombu.binding_permanent.{exchange}",
-            )
-            return
-        delays = {*DELAYS_USED, *container.settings.recoverability.delayed_retries}
-        for name in [queue, f"{queue}.dead_letter", *(f"{queue}.delay.{ms}" for ms in sorted(delays))]:
-            try:
-                channel.queue_delete(name)
-            except Exception:  # already gone: the channel is closed, open another
-                channel = connection.channel()
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(exchange)
-    finally:
-        connection.release()
+    forget_endpoint(container, container.topology.queue("billing"), DELAYS_USED)
 
 
 def _delayed_pending(container: MessagingContainer) -> int:
@@ -412,17 +382,8 @@ def test_dead_letter_get_delete_and_replay_all(billing: Billing) -> None:
     assert [headers["id"] for _, _, headers in billing.calls("fixable succeeded")] == [second]
 
 
-def test_dead_letter_of_an_endpoint_never_set_up_is_empty(billing: Billing, request: pytest.FixtureRequest) -> None:
+def test_dead_letter_of_an_endpoint_never_set_up_is_empty(billing: Billing) -> None:
     """The dead letter of an endpoint whose queues were never declared lists no entry and replays nothing."""
-    if billing.kind == "rabbitmq":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: on RabbitMQ DeadLetter.list()/replay_all() (KombuTransport.browse: basic_get) raise "
-                "TransportError 404 NOT_FOUND for a dead letter queue not declared yet, where the other transports "
-                "(and queue_size) report it empty",
-            )
-        )
     container = billing.container(setup=False)
     assert container.dead_letter().list() == []
     assert container.dead_letter().replay_all() == 0
@@ -564,15 +525,9 @@ def test_failing_event_handler_is_retried_alone(billing: Billing) -> None:
     assert (entry.reason, entry.attempts, entry.payload_type) == ("retries exhausted", 2, "event")
 
 
-_DEDUP_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the consumer deduplicates on f'{endpoint}:{message_id}' only (EndpointConsumer._handle); the "
-    "per-handler copies of one event (retry copies, replayed entries) share the event's id, so once one copy succeeds "
-    "the others are skipped as duplicates and their handlers never run",
-)
 DEDUP_STORES = [
     pytest.param("none", id="store-none"),
-    pytest.param("sqlite", id="sqlite-store", marks=_DEDUP_BUG),
+    pytest.param("sqlite", id="sqlite-store"),
 ]
 
 
@@ -626,17 +581,7 @@ def test_replaying_an_event_runs_each_failed_handler_once_more(billing: Billing,
 @pytest.mark.parametrize(
     ("store", "handled", "duplicates"),
     [
-        pytest.param(
-            "default",
-            1,
-            1,
-            id="memory-store-by-default",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: EndpointConsumer.__init__ does `deduplication or NoDeduplication()`; an empty "
-                "MemoryDeduplication has __len__ 0, so it is falsy and replaced: the memory store never deduplicates",
-            ),
-        ),
+        pytest.param("default", 1, 1, id="memory-store-by-default"),
         pytest.param("sqlite", 1, 1, id="sqlite-store"),
         pytest.param("none", 2, 0, id="store-none"),
     ],

@@ -316,6 +316,9 @@ class KombuTransport(BaseTransport):
         receiver = _KombuReceiver(self, queue, prefetch_count=0, consume=False)
         deliveries: list[Delivery] = []
         try:
+            if self.amqp and not self._queue_exists(receiver, queue):
+                yield deliveries  # a queue never declared holds nothing
+                return
             with receiver.locked(f"reading queue {queue!r}"):
                 while (message := Queue(queue, no_declare=True)(receiver.channel).get(accept=ACCEPT)) is not None:
                     deliveries.append(_KombuDelivery(message, receiver))
@@ -325,6 +328,17 @@ class KombuTransport(BaseTransport):
                 if not delivery.settled:
                     delivery.requeue()
             receiver.close()
+
+    def _queue_exists(self, receiver: _KombuReceiver, queue: str) -> bool:
+        try:
+            with receiver.locked(f"looking for queue {queue!r}"):
+                receiver.channel.queue_declare(queue, passive=True)
+        except TransportError as exc:
+            if getattr(exc.__cause__, "code", None) == 404:
+                receiver.reopen_channel()
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         self._reset_publisher()
@@ -430,6 +444,13 @@ class _KombuReceiver(Receiver):
             except TransportError as exc:
                 self.dead = exc
                 raise
+
+    def reopen_channel(self) -> None:
+        """A fresh channel after the broker closed the last one (e.g. NOT_FOUND on a passive declare)."""
+        with self._lock:
+            self.dead = None
+            self.channel = self._connection.channel()
+            self._producer = kombu.Producer(self.channel)
 
     def _keep_alive(self, interval: float) -> None:
         while not self._closed.wait(interval):
