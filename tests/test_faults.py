@@ -27,6 +27,7 @@ import kombu
 import pytest
 
 from container_messaging import DistributedBus, MessagingContainer
+from container_messaging.transports import OutboundMessage
 
 from conftest import AMQP_URL, REDIS_URL, require_broker
 
@@ -41,7 +42,23 @@ LOG = os.open(os.environ["FAULT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0
 KILL_AT = int(os.environ.get("FAULT_KILL_AT", "-1"))
 KILL_MARK = os.environ.get("FAULT_KILL_MARK", "")
 
+import attrs
+
+@attrs.frozen
+class Typed:
+    seq: int
+    person_id: str
+
 class Work:
+    @distributed
+    @command_handler("fault.typed")
+    def typed(self, command: Typed) -> None:
+        os.write(LOG, f"{command.seq}\\n".encode())
+
+    @command_handler("fault.local")
+    def local(self, command: dict) -> None:
+        os.write(LOG, b"local\\n")
+
     @distributed
     @command_handler("fault.work")
     def work(self, command: dict) -> None:
@@ -70,18 +87,19 @@ class Service:
             f"distribution:\n  exchange: {self.exchange}\n"
             f"recoverability:\n  immediate_retries: 0\n  delayed_retries: []\n"
             f"deduplication:\n  store: '{dedup}'\n  window: 600\n"
+            f"consumer:\n  max_message_size: 4096\n"
         )
         self.env = {**os.environ, "FAULT_LOG": str(self.log), "PYTHONPATH": str(modules)}
         self.module = module
         self.url = url
+        self.runs = 0
 
-    def consumer(self, *extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+    def consumer(self, *extra: str) -> Consumer:
+        self.runs += 1
+        return Consumer(
             [sys.executable, "-m", "container_messaging", "--config", str(self.config), "run", self.name, "-v", *extra],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            self.env,
+            self.log.with_name(f"consumer-{self.runs}.log"),
         )
 
     def setup(self) -> None:
@@ -110,12 +128,12 @@ class Service:
             return []
         return [int(line) for line in self.log.read_text().splitlines() if line.strip().isdigit()]
 
-    def wait_until(self, count: int, process: subprocess.Popen[str], seconds: float = 120) -> None:
+    def wait_until(self, count: int, process: Consumer, seconds: float = 120) -> None:
         """Waits (bounded) until ``count`` distinct messages were handled."""
         deadline = time.monotonic() + seconds
         while len(set(self.handled())) < count:
             if process.poll() is not None:
-                raise AssertionError(f"consumer exited early:\n{process.communicate()[0]}")
+                raise AssertionError(f"consumer exited early:\n{process.output()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {len(set(self.handled()))} of {count} handled after {seconds} s")
             time.sleep(0.05)
@@ -136,15 +154,40 @@ def amqp(amqp_url: str) -> str:
     return amqp_url
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+class Consumer:
+    """A ``container-messaging run`` process whose output goes to a file (a pipe nobody reads would block it)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as output:
+            self.process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float) -> str:
+        self.process.wait(timeout=timeout)
+        return self.output()
+
+
+def _stop(consumer: Consumer) -> str:
+    if consumer.poll() is None:
+        consumer.send_signal(signal.SIGTERM)
     try:
-        output, _ = process.communicate(timeout=30)
+        return consumer.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
+        consumer.process.kill()
+        return consumer.wait(timeout=30)
 
 
 def _report(title: str, **figures: Any) -> None:
@@ -177,10 +220,10 @@ def test_sigkill_mid_stream_loses_nothing(amqp: str, tmp_path: Path, unique: str
         service.env["FAULT_KILL_AT"] = str(total * 2 // 3)
         service.env["FAULT_KILL_MARK"] = str(tmp_path / "killed")
         second = service.consumer()
-        second.communicate(timeout=180)
+        second.wait(timeout=180)
         assert second.returncode == -signal.SIGKILL, "the handler should have killed its consumer"
         third = service.consumer("--finish-when-no-messages")
-        output = third.communicate(timeout=180)[0]
+        output = third.wait(timeout=180)
         assert third.returncode == 0, output
         handled = service.handled()
         counts = Counter(handled)
@@ -456,3 +499,86 @@ def test_heartbeats_keep_flowing_while_a_handler_runs_long(amqp: str, tmp_path: 
             channel.exchange_delete(exchange)
         finally:
             connection.release()
+
+
+def test_poison_interleaved_with_good_messages(amqp: str, tmp_path: Path, unique: str) -> None:
+    """Every kind of poison message, interleaved with good ones, in a running consumer process: every good one is
+    handled, every poison one is in the dead letter with its reason after a single attempt, the consumer runs on."""
+    service = Service(tmp_path, unique, amqp)
+    target = service.name
+    kinds: dict[str, tuple[dict[str, Any], bytes, str]] = {
+        "malformed JSON": ({}, b'{"seq": ', "application/json"),
+        "missing field": ({}, b'{"seq": 1}', "application/json"),
+        "wrong type": ({}, b'{"seq": "1", "personId": "p"}', "application/json"),
+        "pickle": ({}, b"\x80\x04\x95\x00\x00\x00", "application/x-python-serialize"),
+        "yaml": ({}, b"seq: 1", "application/x-yaml"),
+        "unknown payload type": ({"ecotone.distributed.payloadType": "query"}, b"{}", "application/json"),
+        "no routing key": ({"ecotone.distributed.routingKey": None}, b"{}", "application/json"),
+        "no distributed handler": ({"ecotone.distributed.routingKey": "fault.local"}, b"{}", "application/json"),
+        "another service's command": ({"ecotone.distributed.targetServiceName": "shipping"}, b"{}", "application/json"),
+        "too large": ({}, b'{"seq": 1, "personId": "%s"}' % (b"x" * 5000), "application/json"),
+    }
+    good_count, rounds = 500, 20
+    poison_ids: dict[str, str] = {}
+    try:
+        service.setup()
+        consumer = service.consumer()
+        with service.container() as sender:
+            transport, exchange = sender.transport, sender.topology.exchange
+            seq = 0
+            for round_number in range(rounds):
+                for label, (extra, body, content_type) in kinds.items():
+                    message_id = f"poison-{round_number}-{label.replace(' ', '-')}"
+                    poison_ids[message_id] = label
+                    headers = {
+                        "id": message_id,
+                        "ecotone.distributed.payloadType": "command",
+                        "ecotone.distributed.routingKey": "fault.typed",
+                        "ecotone.distributed.targetServiceName": target,
+                        "contentType": content_type,
+                        **extra,
+                    }
+                    headers = {k: v for k, v in headers.items() if v is not None}
+                    transport.publish(
+                        exchange, OutboundMessage(target, body, headers, content_type, message_id), mandatory=True
+                    )
+                    for _ in range(good_count // (rounds * len(kinds)) or 1):
+                        sender.get(DistributedBus).send_command(
+                            target, "fault.typed", f'{{"seq": {seq}, "personId": "p{seq}"}}', "application/json"
+                        )
+                        seq += 1
+        try:
+            service.wait_until(seq, consumer, seconds=30)
+        except AssertionError:
+            missing = sorted(set(range(seq)) - set(service.handled()))
+            raise AssertionError(f"missing {missing[:20]}...\n{_stop(consumer)[-6000:]}") from None
+        with MessagingContainer.from_dict(
+            {
+                "service_name": service.name,
+                "transport": {"url": amqp},
+                "distribution": {"exchange": service.exchange},
+            }
+        ) as admin:
+            deadline = time.monotonic() + 60
+            while len(entries := admin.dead_letter().list()) < len(poison_ids):
+                assert time.monotonic() < deadline, f"{len(entries)} of {len(poison_ids)} in the dead letter"
+                time.sleep(0.1)
+        still_running = consumer.poll() is None
+        output = _stop(consumer)
+        by_id = {entry.message_id: entry for entry in entries}
+        handled = Counter(service.handled())
+        _report(
+            "poison interleaved",
+            good_sent=seq,
+            good_handled=len(handled),
+            poison_sent=len(poison_ids),
+            poison_dead_lettered=len(by_id),
+            kinds=len(kinds),
+            consumer_still_running=still_running,
+        )
+        assert still_running, output
+        assert set(handled) == set(range(seq)) and all(n == 1 for n in handled.values())
+        assert set(by_id) == set(poison_ids)
+        assert {(e.reason, e.attempts) for e in by_id.values()} == {("poison message", 1)}
+    finally:
+        service.cleanup()

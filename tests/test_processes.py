@@ -158,3 +158,50 @@ def test_sigterm_lets_the_message_in_hand_finish_and_be_acknowledged(tmp_path: P
     # only the second command is still queued: the first was acknowledged exactly once
     assert "slow: handled 1, failed 0 (no more messages)" in remaining.stdout
     assert (tmp_path / "finished").read_text() == "first\nsecond\n"
+
+
+def test_a_second_signal_stops_at_once_and_the_message_is_not_lost(tmp_path: Path) -> None:
+    """A second SIGTERM stops the consumer in the middle of a handler (exit 130); the message was not acknowledged,
+    so the next run handles it."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "slow_handlers.py").write_text(textwrap.dedent(SLOW_HANDLER))
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        "service_name: slow\nscan: [slow_handlers]\n"
+        f"transport:\n  url: embedded://\n  data_folder: {tmp_path / 'data'}\n"
+    )
+    env = {**os.environ, "SLOW_FOLDER": str(tmp_path), "PYTHONPATH": str(modules)}
+    cli = [sys.executable, "-m", "container_messaging", "--config", str(config)]
+    subprocess.run([*cli, "setup"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "send-command", "slow", "slow.work", "only", "--content-type", "text/plain"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    log = tmp_path / "consumer.log"
+    with log.open("w") as log_file:
+        consumer = subprocess.Popen([*cli, "run", "slow", "-v"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(tmp_path / "started", consumer)
+        consumer.send_signal(signal.SIGTERM)
+        # the same signal twice in a row may arrive as one: wait until the first one was taken
+        deadline = time.monotonic() + 30
+        while "stopping after the current message" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=30)
+        output = log.read_text()
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+    assert consumer.returncode == 130, output
+    assert not (tmp_path / "finished").exists()  # stopped in the handler, before it finished
+    (tmp_path / "go").write_text("")
+    again = subprocess.run(
+        [*cli, "run", "slow", "--finish-when-no-messages"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "slow: handled 1, failed 0 (no more messages)" in again.stdout
+    assert (tmp_path / "finished").read_text() == "only\n"
