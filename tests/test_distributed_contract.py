@@ -416,3 +416,38 @@ def test_unknown_endpoint_lists_the_available_ones(services: Services) -> None:
     assert billing.list() == ["billing"]
     with pytest.raises(EndpointError, match=r"'shipping'.*available: 'billing'"):
         billing.run("shipping")
+
+
+def test_batch_publishes_everything_when_the_block_ends(services: Services) -> None:
+    """Messages sent inside ``bus.batch()`` are published together when the block ends, all of them, in order."""
+    billing, user = services.container("billing"), services.container("user")
+    billing.setup()
+    bus = user.get(DistributedBus)
+    with bus.batch():
+        for number in range(50):
+            bus.send_message("billing", "billing.channel", f"m{number}")
+        assert billing.transport.queue_size(billing.topology.queue("billing")) == 0  # nothing before the end
+    result = drain(billing)
+    assert result.handled == 50
+    assert [payload for _, payload, _ in services.received("billing.channel")] == [f"m{n}" for n in range(50)]
+
+
+def test_batch_that_raises_publishes_nothing(services: Services) -> None:
+    """A batch block that raises publishes none of its messages."""
+    billing, user = services.container("billing"), services.container("user")
+    billing.setup()
+    bus = user.get(DistributedBus)
+    with pytest.raises(RuntimeError, match="changed my mind"), bus.batch():
+        bus.send_message("billing", "billing.channel", "never")
+        raise RuntimeError("changed my mind")
+    assert drain(billing).handled == 0
+
+
+def test_batch_with_an_unroutable_command_is_an_error_naming_it(services: Services) -> None:
+    """A batch holding a command for a service without a queue raises UnroutableMessageError naming that key."""
+    billing, user = services.container("billing"), services.container("user")
+    billing.setup()
+    bus = user.get(DistributedBus)
+    with pytest.raises(UnroutableMessageError, match="nowhere"), bus.batch():
+        bus.send_message("billing", "billing.channel", "kept")
+        bus.send_command("nowhere", "x.y", "{}", "application/json")

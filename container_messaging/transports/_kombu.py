@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -97,7 +97,8 @@ class KombuTransport(BaseTransport):
         self._producer: kombu.Producer | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._declared: set[str] = set()
-        self._returned: list[str] = []
+        self._returned: list[Any] = []
+        self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
         self.delays = _delays_for(self)
 
     @property
@@ -188,7 +189,7 @@ class KombuTransport(BaseTransport):
         return self._producer
 
     def _on_return(self, exception: Exception, exchange: str, routing_key: str, message: Any) -> None:
-        self._returned.append(f"{exception}")
+        self._returned.append(routing_key)
 
     def _reset_publisher(self) -> None:
         if self._publisher is not None:
@@ -197,6 +198,7 @@ class KombuTransport(BaseTransport):
             except Exception:  # a dead connection may fail to close; it is dropped either way
                 log.debug("closing a broken publisher connection failed", exc_info=True)
         self._publisher = self._producer = None
+        self._published = 0
         self._declared.clear()
 
     def _with_retries(self, what: str, operation: Callable[[], None]) -> None:
@@ -273,6 +275,7 @@ class KombuTransport(BaseTransport):
                     producer.publish(message.body, exchange="", routing_key=queue, **kwargs)
                 return
             self._returned.clear()
+            self._published += 1
             producer.publish(
                 message.body,
                 exchange=exchange,
@@ -282,6 +285,74 @@ class KombuTransport(BaseTransport):
             )
             if self._returned:
                 raise UnroutableMessageError(self._unroutable(exchange, message.routing_key))
+
+    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        if not (self.amqp and self._settings.confirm_publish):
+            super().publish_many(exchange, messages)
+            return
+        self._with_retries(f"publishing a batch of {len(messages)}", lambda: self._publish_batch(exchange, messages))
+
+    def _publish_batch(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """Publishes every message, then waits once for all their confirms (pipelined publisher confirms)."""
+        producer = self._publishing()
+        channel = producer.channel
+        with self.guard(f"publishing a batch of {len(messages)} to {exchange!r}", self._errors):
+            if not channel._confirm_selected:
+                channel._confirm_selected = True
+                channel.confirm_select()
+            first = self._published + 1
+            unconfirmed = set(range(first, first + len(messages)))
+            nacked: list[int] = []
+
+            def on_ack(tag: int, multiple: bool) -> None:
+                if multiple:
+                    unconfirmed.difference_update(range(first, tag + 1))
+                else:
+                    unconfirmed.discard(tag)
+
+            def on_nack(tag: int, multiple: bool) -> None:
+                nacked.append(tag)
+                on_ack(tag, multiple)
+
+            channel.events["basic_ack"].add(on_ack)
+            channel.events["basic_nack"].add(on_nack)
+            self._returned.clear()
+            try:
+                for message, mandatory in messages:
+                    amqp_message = channel.prepare_message(
+                        message.body,
+                        0,
+                        message.content_type,
+                        "binary",
+                        dict(message.headers),
+                        {"delivery_mode": 2, "message_id": message.message_id},
+                    )
+                    self._published += 1
+                    channel._basic_publish(
+                        amqp_message, exchange=exchange, routing_key=message.routing_key, mandatory=mandatory
+                    )
+                deadline = time.monotonic() + max(self._settings.connect_timeout, 30.0)
+                while unconfirmed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TransportError(
+                            f"{len(unconfirmed)} of {len(messages)} publishes were not confirmed "
+                            f"by {self.description} in time"
+                        )
+                    self._publisher.drain_events(timeout=remaining)  # type: ignore[union-attr]
+            finally:
+                channel.events["basic_ack"].discard(on_ack)
+                channel.events["basic_nack"].discard(on_nack)
+        if nacked:
+            raise TransportError(
+                f"the broker refused {len(nacked)} of {len(messages)} messages (nack) on {self.description}"
+            )
+        if self._returned:
+            keys = ", ".join(sorted({repr(key) for key in self._returned}))
+            raise UnroutableMessageError(
+                f"{len(self._returned)} of {len(messages)} messages were returned: no queue is bound to routing key "
+                f"{keys} on exchange {exchange!r} ({self.description}); the others were published"
+            )
 
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
         def send() -> None:

@@ -8,7 +8,7 @@ hands out :class:`Delivery` s one at a time. Implementations live in private mod
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
@@ -126,6 +126,12 @@ class BaseTransport(abc.ABC):
     @abc.abstractmethod
     def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
         """Starts consuming ``queue``; messages are acknowledged only by the caller."""
+
+    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """Publishes several ``(message, mandatory)`` at once. Transports with publisher confirms wait for all
+        confirmations together (one round trip for the batch, not one per message)."""
+        for message, mandatory in messages:
+            self.publish(exchange, message, mandatory=mandatory)
 
     @abc.abstractmethod
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
