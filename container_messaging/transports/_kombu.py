@@ -50,6 +50,7 @@ log = logging.getLogger("container_messaging.transport")
 ACCEPT: Final = ["application/json", "text/plain", "application/octet-stream", "application/data"]
 _VIRTUAL_SCHEMES: Final = frozenset({"memory", "embedded", "redis", "rediss"})
 _AMQP_SCHEMES: Final = frozenset({"pyamqp", "amqp", "amqps"})
+_BROKER_MODULES: Final = frozenset({"kombu", "amqp", "redis", "sqlite3"})
 _PROMOTE_EVERY: Final = 0.1  # seconds between moves of due delayed messages (virtual transports)
 
 T = TypeVar("T")
@@ -164,7 +165,7 @@ class KombuTransport(BaseTransport):
         except errors as exc:
             raise TransportError(f"{action} failed on {self.description}: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("kombu", "amqp", "redis", "sqlite3"):
+            if type(exc).__module__.split(".")[0] in _BROKER_MODULES:
                 raise TransportError(f"{action} failed on {self.description}: {type(exc).__name__}: {exc}") from exc
             raise
 
@@ -440,7 +441,7 @@ class _KombuDelivery(Delivery):
     def _settle(self, action: str, operation: Callable[[], None]) -> None:
         if self._settled:
             raise TransportError(f"message {self.headers.get('id')!r} was already settled; cannot {action} it")
-        with self._receiver.locked(f"{action} of message {self.headers.get('id')!r}"):
+        with self._receiver.locked(action, self.headers.get("id")):
             operation()
         self._settled = True
 
@@ -456,12 +457,53 @@ class _KombuDelivery(Delivery):
 
     def dead_letter_copy(self, extra_headers: Mapping[str, Any]) -> None:
         queue = dead_letter_queue(self.queue)
-        with self._receiver.locked(f"dead-lettering message {self.headers.get('id')!r}"):
+        with self._receiver.locked("dead-lettering", self.headers.get("id")):
             self._receiver.publish_raw(self, queue, {**self.headers, **extra_headers})
 
     def delayed_copy(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
-        with self._receiver.locked(f"delaying message {self.headers.get('id')!r}"):
+        with self._receiver.locked("delaying", self.headers.get("id")):
             self._receiver.transport.delays.schedule(self._receiver, self, delay_ms, extra_headers)
+
+
+class _Locked:
+    """The receiver's lock and error mapping as a plain context manager (it is on the per-message path)."""
+
+    __slots__ = ("_action", "_receiver", "_subject")
+
+    def __init__(self, receiver: _KombuReceiver, action: str, subject: object) -> None:
+        self._receiver = receiver
+        self._action = action
+        self._subject = subject
+
+    def _describe(self) -> str:
+        return self._action if self._subject is None else f"{self._action} {self._subject!r}"
+
+    def __enter__(self) -> None:
+        receiver = self._receiver
+        receiver._lock.acquire()
+        if receiver.dead is not None:
+            receiver._lock.release()
+            raise TransportError(
+                f"{self._describe()}: the connection was lost earlier ({receiver.dead}); the broker keeps the "
+                "message for redelivery"
+            )
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
+        receiver = self._receiver
+        try:
+            if error is None or not isinstance(error, Exception):
+                return
+            if isinstance(error, TransportError):
+                receiver.dead = error
+                return
+            if isinstance(error, receiver._errors) or type(error).__module__.split(".")[0] in _BROKER_MODULES:
+                mapped = TransportError(
+                    f"{self._describe()} failed on {receiver.transport.description}: {type(error).__name__}: {error}"
+                )
+                receiver.dead = mapped
+                raise mapped from error
+        finally:
+            receiver._lock.release()
 
 
 class _KombuReceiver(Receiver):
@@ -499,22 +541,12 @@ class _KombuReceiver(Receiver):
                 target=self._keep_alive, args=(max(1.0, heartbeat / 4),), name=f"heartbeat-{queue}", daemon=True
             ).start()
 
-    @contextmanager
-    def locked(self, action: str) -> Iterator[None]:
-        """Exclusive use of the connection; a connection that failed once is never used again (no ack is sent
-        for deliveries of a dead channel: the broker redelivers them)."""
-        with self._lock:
-            if self.dead is not None:
-                raise TransportError(
-                    f"{action}: the connection was lost earlier ({self.dead}); the broker keeps "
-                    "the message for redelivery"
-                )
-            try:
-                with self.transport.guard(action, self._errors):
-                    yield
-            except TransportError as exc:
-                self.dead = exc
-                raise
+    def locked(self, action: str, subject: object = None) -> _Locked:
+        """Exclusive use of the connection, broker errors mapped to TransportError; a connection that failed once
+        is never used again (no ack is sent for deliveries of a dead channel: the broker redelivers them).
+        ``action`` (and ``subject``, e.g. a message id) only make the error message: nothing is formatted unless
+        something fails."""
+        return _Locked(self, action, subject)
 
     def reopen_channel(self) -> None:
         """A fresh channel after the broker closed the last one (e.g. NOT_FOUND on a passive declare)."""
@@ -553,7 +585,7 @@ class _KombuReceiver(Receiver):
         deadline = time.monotonic() + timeout
         promoting = self.transport.virtual and not self.transport.embedded
         while not self._buffer:
-            with self.locked(f"consuming queue {self.queue!r}"):
+            with self.locked("consuming queue", self.queue):
                 now = time.monotonic()
                 if promoting and now - self._last_promotion >= _PROMOTE_EVERY:
                     self._last_promotion = now
