@@ -182,13 +182,29 @@ class Worker:
     """
 
     def __init__(
-        self, ctx: Context, module: str, args: Sequence[object], *, env: Mapping[str, str] | None = None
+        self,
+        ctx: Context,
+        module: str | None,
+        args: Sequence[object],
+        *,
+        env: Mapping[str, str] | None = None,
+        label: str | None = None,
     ) -> None:
         tag = ctx.unique("w")
-        self.label = f"{module.rsplit('.', 1)[-1]}[{tag}]"
+        self.label = f"{label or (module or 'python').rsplit('.', 1)[-1]}[{tag}]"
         self.log_path = ctx.tmp / f"{tag}.log"
         self.result_path = ctx.tmp / f"{tag}.json"
-        command = [sys.executable, "-m", f"benchmarks.workers.{module}", *map(str, args), "--result", str(self.result_path)]
+        if module is None:  # any Python command line (no result file)
+            command = [sys.executable, *map(str, args)]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                f"benchmarks.workers.{module}",
+                *map(str, args),
+                "--result",
+                str(self.result_path),
+            ]
         ctx.debug(f"  $ {' '.join(command)}")
         full_env = {**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})}
         with self.log_path.open("w") as output:

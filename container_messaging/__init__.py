@@ -8,16 +8,20 @@ from container_messaging.config import Settings, load_settings
 from container_messaging.consumer import RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.conversion import Converter
+from container_messaging.deadletter import DeadLetter, DeadLetterEntry
+from container_messaging.deduplication import DeduplicationStore
 from container_messaging.distributed import DistributedBus
 from container_messaging.errors import (
     AmbiguousDependencyError,
     ConfigurationError,
     ContainerError,
     ConversionError,
+    DeadLetterError,
     DistributionError,
     EndpointError,
     HandlerDefinitionError,
     MessageHandlingError,
+    MessageTooLargeError,
     MessagingError,
     MissingDependencyError,
     MissingHeaderError,
@@ -28,10 +32,12 @@ from container_messaging.errors import (
     UnsupportedMediaTypeError,
 )
 from container_messaging.markers import (
+    RetryPolicy,
     command_handler,
     distributed,
     event_handler,
     query_handler,
+    retries,
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
@@ -43,6 +49,10 @@ __all__ = [
     "ContainerError",
     "ConversionError",
     "Converter",
+    "DeadLetter",
+    "DeadLetterEntry",
+    "DeadLetterError",
+    "DeduplicationStore",
     "DistributedBus",
     "DistributionError",
     "EndpointError",
@@ -54,12 +64,14 @@ __all__ = [
     "Message",
     "MessageChannels",
     "MessageHandlingError",
+    "MessageTooLargeError",
     "MessagingContainer",
     "MessagingError",
     "MissingDependencyError",
     "MissingHeaderError",
     "NoHandlerError",
     "QueryBus",
+    "RetryPolicy",
     "RunOptions",
     "RunResult",
     "ScanError",
@@ -72,5 +84,6 @@ __all__ = [
     "event_handler",
     "load_settings",
     "query_handler",
+    "retries",
     "service_activator",
 ]

@@ -32,11 +32,11 @@ import attrs
 
 from container_messaging.deduplication import DeduplicationStore, NoDeduplication
 from container_messaging.distributed.dispatcher import DistributedDispatcher, inbound_message
-from container_messaging.errors import TransportError
+from container_messaging.errors import MessageTooLargeError, TransportError
 from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.messages import ID
-from container_messaging.recoverability import Failure, MessageTooLargeError, Recoverability
+from container_messaging.recoverability import Failure, Recoverability
 from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, Receiver
 
 __all__ = ["EndpointConsumer", "RunOptions", "RunResult"]

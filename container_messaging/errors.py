@@ -14,7 +14,8 @@
     │   ├── MissingHeaderError         a Header("name") parameter had no value (names the header)
     │   ├── ConversionError            a payload did not fit its target type (lists every field path)
     │   │   └── UnsupportedMediaTypeError  a content type is unknown or refused (pickle, yaml, ...)
-    │   └── DistributionError          a distributed message broke Ecotone's rules (names key/service)
+    │   ├── DistributionError          a distributed message broke Ecotone's rules (names key/service)
+    │   └── MessageTooLargeError       a body over consumer.max_message_size
     ├── EndpointError             an unknown consumer endpoint (lists the available ones)
     ├── DeadLetterError           no dead letter entry with that message id (names it and the endpoint)
     └── TransportError            the broker failed; the kombu/socket exception is chained
@@ -33,6 +34,7 @@ __all__ = [
     "EndpointError",
     "HandlerDefinitionError",
     "MessageHandlingError",
+    "MessageTooLargeError",
     "MessagingError",
     "MissingDependencyError",
     "MissingHeaderError",
@@ -98,6 +100,10 @@ class UnsupportedMediaTypeError(ConversionError):
 
 class DistributionError(MessageHandlingError):
     """A distributed message breaks Ecotone's rules (no distributed handler, wrong target, bad payload type)."""
+
+
+class MessageTooLargeError(MessageHandlingError):
+    """A message body is larger than ``consumer.max_message_size``."""
 
 
 class EndpointError(MessagingError):

@@ -22,7 +22,7 @@ import attrs
 from container_messaging.errors import (
     ConversionError,
     DistributionError,
-    MessageHandlingError,
+    MessageTooLargeError,
     MissingHeaderError,
     NoHandlerError,
 )
@@ -34,7 +34,6 @@ from container_messaging.transports.base import Delivery
 __all__ = [
     "FAILURE_HEADERS",
     "Failure",
-    "MessageTooLargeError",
     "Recoverability",
     "is_poison",
 ]
@@ -52,10 +51,6 @@ FAILURE_HEADERS: Final = (
     "failure.time",
     "failure.attempts",
 )
-
-
-class MessageTooLargeError(MessageHandlingError):
-    """A message body is larger than ``consumer.max_message_size``."""
 
 
 _POISON: Final = (ConversionError, DistributionError, MissingHeaderError, NoHandlerError, MessageTooLargeError)

@@ -472,7 +472,7 @@ def test_poison_messages_go_straight_to_the_dead_letter_and_the_consumer_goes_on
             command_headers("billing.change"),
             too_large,
             "application/json",
-            "container_messaging.recoverability.MessageTooLargeError",
+            "container_messaging.errors.MessageTooLargeError",
             "max_message_size",
             "routing",
         ),
