@@ -28,6 +28,7 @@ __all__ = [
     "TARGET_HANDLER",
     "TIMESTAMP",
     "TYPE_ID",
+    "new_headers",
     "new_message_id",
     "user_metadata",
 ]
@@ -104,6 +105,13 @@ class Headers(Mapping[str, Any]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    @classmethod
+    def adopt(cls, data: dict[str, Any]) -> Headers:
+        """Wraps ``data`` without copying it: the caller gives it up (it must not change it afterwards)."""
+        headers = cls.__new__(cls)
+        headers._data = data
+        return headers
+
     def to_dict(self) -> dict[str, Any]:
         """A mutable copy."""
         return dict(self._data)
@@ -165,19 +173,27 @@ class Message:
         With a ``parent`` (the message being handled), the new one keeps its ``correlationId`` and user metadata
         and gets ``parentId`` = the parent's id. ``metadata`` is merged last, as Ecotone does.
         """
-        headers: dict[str, Any] = {}
-        message_id = new_message_id()
-        if parent is not None:
-            headers.update(user_metadata(parent.headers))
-            headers[CORRELATION_ID] = parent.correlation_id
-            headers[PARENT_ID] = parent.id
-        if metadata:
-            headers.update(metadata)
-        headers[ID] = metadata.get(ID, message_id) if metadata else message_id
-        headers.setdefault(CORRELATION_ID, headers[ID])
-        headers.setdefault(TIMESTAMP, int(time.time()))
-        headers[CONTENT_TYPE] = content_type
-        return cls(payload, Headers(headers))
+        return cls(payload, Headers.adopt(new_headers(content_type, metadata, parent)))
+
+
+def new_headers(
+    content_type: str, metadata: Mapping[str, Any] | None = None, parent: Message | None = None
+) -> dict[str, Any]:
+    """The headers of a new message: fresh ``id`` and ``timestamp``; with a ``parent`` (the message being handled),
+    its ``correlationId`` and user metadata, and ``parentId`` = its id; ``metadata`` merged last, as Ecotone does."""
+    headers: dict[str, Any] = {}
+    if parent is not None:
+        headers.update(user_metadata(parent.headers))
+        headers[CORRELATION_ID] = parent.correlation_id
+        headers[PARENT_ID] = parent.id
+    if metadata:
+        headers.update(metadata)
+    message_id = headers.get(ID) if metadata and ID in metadata else new_message_id()
+    headers[ID] = message_id
+    headers.setdefault(CORRELATION_ID, message_id)
+    headers.setdefault(TIMESTAMP, int(time.time()))
+    headers[CONTENT_TYPE] = content_type
+    return headers
 
 
 def user_metadata(headers: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from container_messaging.distributed.topology import (
 )
 from container_messaging.errors import ConversionError
 from container_messaging.invocation import current_message
-from container_messaging.messages import ROUTING_SLIP, TYPE_ID, MediaType, Message
+from container_messaging.messages import ID, ROUTING_SLIP, TYPE_ID, MediaType, new_headers
 from container_messaging.transports.base import BaseTransport, OutboundMessage
 
 __all__ = ["DistributedBus"]
@@ -169,8 +169,7 @@ class DistributedBus:
         if not routing_key:
             raise ValueError("routing key must not be empty")
         amqp_key = destination if destination is not None else routing_key
-        message = Message.create(body, media_type, metadata, current_message.get())
-        headers = message.headers.to_dict()
+        headers = new_headers(media_type, metadata, current_message.get())
         headers[PAYLOAD_TYPE] = payload_type
         headers[ROUTING_KEY] = routing_key
         headers[SOURCE_SERVICE] = self._service_name
@@ -178,7 +177,7 @@ class DistributedBus:
         headers[ROUTING_SLIP] = ROUTING_SLIP_VALUE
         if destination is not None:
             headers[TARGET_SERVICE] = destination
-        outbound = OutboundMessage(amqp_key, body, headers, media_type, message.id)
+        outbound = OutboundMessage(amqp_key, body, headers, media_type, headers[ID])
         mandatory = payload_type != PayloadType.EVENT
         batch = self._batch.get()
         if batch is not None:

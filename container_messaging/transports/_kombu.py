@@ -75,7 +75,7 @@ def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
 
 def _publish_kwargs(message: OutboundMessage) -> dict[str, Any]:
     return {
-        "headers": dict(message.headers),
+        "headers": message.headers,
         "content_type": message.content_type,
         "content_encoding": "binary",
         "delivery_mode": 2,
@@ -155,19 +155,9 @@ class KombuTransport(BaseTransport):
     def errors_of(self, connection: kombu.Connection) -> tuple[type[BaseException], ...]:
         return (OSError, *connection.connection_errors, *connection.channel_errors)
 
-    @contextmanager
-    def guard(self, action: str, errors: tuple[type[BaseException], ...] = (OSError,)) -> Iterator[None]:
+    def guard(self, action: str, errors: tuple[type[BaseException], ...] = (OSError,)) -> _Guard:
         """Maps broker and socket errors to :class:`TransportError` naming the action and the (masked) URL."""
-        try:
-            yield
-        except TransportError:
-            raise
-        except errors as exc:
-            raise TransportError(f"{action} failed on {self.description}: {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] in _BROKER_MODULES:
-                raise TransportError(f"{action} failed on {self.description}: {type(exc).__name__}: {exc}") from exc
-            raise
+        return _Guard(self.description, action, errors)
 
     @contextmanager
     def connection(self, action: str) -> Iterator[Any]:
@@ -204,19 +194,28 @@ class KombuTransport(BaseTransport):
 
     def _with_retries(self, what: str, operation: Callable[[], None]) -> None:
         """Runs a publishing operation; a lost connection is retried ``publish_retries`` times, then raised."""
+        try:
+            operation()
+        except UnroutableMessageError:
+            raise
+        except TransportError as exc:
+            self._retry(what, operation, exc)
+
+    def _retry(self, what: str, operation: Callable[[], None], failure: TransportError) -> None:
         attempts = self._settings.publish_retries + 1
-        for attempt in range(1, attempts + 1):
+        for attempt in range(2, attempts + 1):
+            self._reset_publisher()
+            log.warning("%s failed (attempt %d of %d), reconnecting: %s", what, attempt - 1, attempts, failure)
+            time.sleep(min(0.2 * 2 ** (attempt - 2), 2.0))
             try:
                 operation()
                 return
             except UnroutableMessageError:
                 raise
             except TransportError as exc:
-                self._reset_publisher()
-                if attempt == attempts:
-                    raise
-                log.warning("%s failed (attempt %d of %d), reconnecting: %s", what, attempt, attempts, exc)
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+                failure = exc
+        self._reset_publisher()
+        raise failure
 
     # -- topology --------------------------------------------------------------------------------------------------
 
@@ -258,9 +257,16 @@ class KombuTransport(BaseTransport):
     # -- publishing ------------------------------------------------------------------------------------------------
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
-        self._with_retries(
-            f"publishing {message.message_id}", lambda: self._publish_once(exchange, message, mandatory=mandatory)
-        )
+        try:
+            self._publish_once(exchange, message, mandatory=mandatory)  # the usual case: no closure, no loop
+        except UnroutableMessageError:
+            raise
+        except TransportError as exc:
+            self._retry(
+                f"publishing {message.message_id}",
+                lambda: self._publish_once(exchange, message, mandatory=mandatory),
+                exc,
+            )
 
     def _publish_once(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
         producer = self._publishing()
@@ -414,6 +420,29 @@ class KombuTransport(BaseTransport):
 
     def close(self) -> None:
         self._reset_publisher()
+
+
+class _Guard:
+    """Broker and socket errors become :class:`TransportError` (a plain context manager: it is on the publish
+    path)."""
+
+    __slots__ = ("_action", "_description", "_errors")
+
+    def __init__(self, description: str, action: str, errors: tuple[type[BaseException], ...]) -> None:
+        self._description = description
+        self._action = action
+        self._errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
+        if error is None or isinstance(error, TransportError) or not isinstance(error, Exception):
+            return
+        if isinstance(error, self._errors) or type(error).__module__.split(".")[0] in _BROKER_MODULES:
+            raise TransportError(
+                f"{self._action} failed on {self._description}: {type(error).__name__}: {error}"
+            ) from error
 
 
 class _KombuDelivery(Delivery):
@@ -707,11 +736,13 @@ class _RedisDelays(_Delays):
 
         message = _prepared(receiver, delivery, {**delivery.headers, **extra_headers})
         due = time.time() + delay_ms / 1000
-        receiver.channel.client.zadd(f"{delivery.queue}.delayed", {dumps(message): due})
+        # a pooled connection: the channel's own one may be waiting on BRPOP, and replies would mix
+        with receiver.channel.conn_or_acquire() as client:
+            client.zadd(f"{delivery.queue}.delayed", {dumps(message): due})
 
     def promote(self, receiver: _KombuReceiver) -> None:
-        client = receiver.channel.client
-        client.eval(self._MOVE, 2, f"{receiver.queue}.delayed", receiver.queue, time.time())
+        with receiver.channel.conn_or_acquire() as client:
+            client.eval(self._MOVE, 2, f"{receiver.queue}.delayed", receiver.queue, time.time())
 
 
 class _MemoryDelays(_Delays):
