@@ -93,14 +93,17 @@ class Service:
         self.module = module
         self.url = url
         self.runs = 0
+        self.consumers: list[Consumer] = []
 
     def consumer(self, *extra: str) -> Consumer:
         self.runs += 1
-        return Consumer(
+        consumer = Consumer(
             [sys.executable, "-m", "container_messaging", "--config", str(self.config), "run", self.name, "-v", *extra],
             self.env,
             self.log.with_name(f"consumer-{self.runs}.log"),
         )
+        self.consumers.append(consumer)
+        return consumer
 
     def setup(self) -> None:
         """Declares the service's queue and bindings directly on the broker (as ``container-messaging setup``)."""
@@ -139,6 +142,11 @@ class Service:
             time.sleep(0.05)
 
     def cleanup(self) -> None:
+        """Ends the consumer processes this test started (a failed test leaves none behind), then the queues."""
+        for consumer in self.consumers:
+            if consumer.poll() is None:
+                consumer.process.kill()
+                consumer.process.wait(timeout=10)
         connection = kombu.Connection(AMQP_URL)
         try:
             channel = connection.channel()
@@ -398,6 +406,7 @@ def test_sigterm_during_a_slow_handler_on_rabbitmq(amqp: str, tmp_path: Path, un
     )
     env = {**os.environ, "SLOW_FOLDER": str(folder), "PYTHONPATH": str(modules)}
     cli = [sys.executable, "-m", "container_messaging", "--config", str(config)]
+    consumer: subprocess.Popen[str] | None = None
     try:
         subprocess.run([*cli, "setup"], env=env, check=True, capture_output=True)
         for payload in ("first", "second"):
@@ -430,6 +439,9 @@ def test_sigterm_during_a_slow_handler_on_rabbitmq(amqp: str, tmp_path: Path, un
         assert f"{name}: handled 1, failed 0 (no more messages)" in rest.stdout
         assert (folder / "finished").read_text() == "first\nsecond\n"
     finally:
+        if consumer is not None and consumer.poll() is None:
+            consumer.kill()
+            consumer.wait(timeout=10)
         connection = kombu.Connection(amqp)
         try:
             channel = connection.channel()
