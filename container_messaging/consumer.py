@@ -33,7 +33,6 @@ import attrs
 from container_messaging.deduplication import DeduplicationStore, NoDeduplication
 from container_messaging.distributed.dispatcher import DistributedDispatcher, inbound_message
 from container_messaging.errors import MessageTooLargeError, TransportError
-from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.messages import ID
 from container_messaging.recoverability import Failure, Recoverability
@@ -248,20 +247,22 @@ class EndpointConsumer:
                     log.debug("endpoint %r: event %r has no subscriber here; dropped", self.name, message_id)
                 # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the
                 # event another handler already handled, and a redelivered event skips only what already ran.
-                pending = [
-                    h for h in handlers if message_id is None or not self._deduplication.seen(self._key(message_id, h))
-                ]
+                seen = self._deduplication.seen
+                remember = self._deduplication.remember
+                pending = [(h, f"{self.name}:{message_id}:{h.name}") for h in handlers]
+                if message_id is not None:
+                    pending = [(h, key) for h, key in pending if not seen(key)]
                 if handlers and not pending:
                     log.info("endpoint %r: message %r was already handled; skipped", self.name, message_id)
                     delivery.ack()
                     counts.duplicates += 1
                     return
-                for handler in pending:
+                for handler, key in pending:
                     failure = self._recoverability.run(handler, message)
                     if failure is not None:
                         failures.append(failure)
                     elif message_id is not None:
-                        self._deduplication.remember(self._key(message_id, handler))
+                        remember(key)
         if not failures:
             delivery.ack()
             counts.handled += 1
@@ -280,9 +281,6 @@ class EndpointConsumer:
             self._stop_reason = "a message failed (stop_on_failure)"
             return
         self._recoverability.dispose(delivery, message, failures)
-
-    def _key(self, message_id: object, handler: Handler) -> str:
-        return f"{self.name}:{message_id}:{handler.name}"
 
     @contextmanager
     def _signals(self) -> Iterator[None]:

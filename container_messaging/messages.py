@@ -6,7 +6,7 @@ by an Ecotone service means the same thing to it (see README, "Wire format").
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
@@ -72,7 +72,7 @@ def new_message_id() -> str:
     """A UUID version 7 (time-ordered, as Ecotone uses) as text: 48 bits of unix milliseconds, version, variant,
     74 random bits."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(80)  # random reseeds itself in a forked child: ids stay unique across processes
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (rand & (1 << 62) - 1)
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -93,8 +93,26 @@ class Recoverability:
 
     def run(self, handler: Handler, message: Message) -> Failure | None:
         """Runs ``handler``, again at once up to its ``immediate_retries`` while it fails (poison is not retried)."""
+        try:
+            handler(message)
+            return None
+        except Exception as exc:
+            if is_poison(exc):
+                return Failure(handler, exc, 1)
+            first = exc
         attempts = 1 + self.policy(handler).immediate_retries
-        for attempt in range(1, attempts + 1):
+        if attempts == 1:
+            return Failure(handler, first, 1)
+        log.warning(
+            "endpoint %r: %s failed on message %r (attempt 1 of %d), retrying at once: %s: %s",
+            self._endpoint,
+            handler.name,
+            message.headers.get(ID),
+            attempts,
+            type(first).__name__,
+            first,
+        )
+        for attempt in range(2, attempts + 1):
             try:
                 handler(message)
                 return None

@@ -454,7 +454,7 @@ class _KombuDelivery(Delivery):
         self._settled = False
         body = message.body
         self.body = body.encode() if isinstance(body, str) else bytes(body)
-        self.headers = dict(message.headers or {})
+        self.headers = message.headers or {}  # kombu built this dict for this message: ours, no copy
         self.content_type = message.content_type or None
         self.redelivered = bool(message.delivery_info.get("redelivered", False))
         self.queue = receiver.queue
@@ -619,8 +619,6 @@ class _KombuReceiver(Receiver):
                 if promoting and now - self._last_promotion >= _PROMOTE_EVERY:
                     self._last_promotion = now
                     self.transport.delays.promote(self)
-                if self.transport.amqp:
-                    self._connection.heartbeat_check()
                 step = deadline - now
                 if step <= 0:
                     return None
