@@ -34,6 +34,10 @@ def inbound_message(body: bytes, headers: dict[str, Any], content_type: str | No
     return Message(body, Headers.adopt(headers))
 
 
+def _where(headers: Headers) -> str:
+    return f"message {headers.get(ID)!r}"
+
+
 class DistributedDispatcher:
     def __init__(self, *, service_name: str, routes: RoutingTable) -> None:
         self._service_name = service_name
@@ -49,41 +53,40 @@ class DistributedDispatcher:
         headers = message.headers
         payload_type = headers.get(PAYLOAD_TYPE)
         routing_key = headers.get(ROUTING_KEY)
-        where = f"message {headers.get(ID)!r}"
         if not isinstance(routing_key, str) or not routing_key:
-            raise DistributionError(f"{where} has no {ROUTING_KEY!r} header; it cannot be routed")
+            raise DistributionError(f"{_where(headers)} has no {ROUTING_KEY!r} header; it cannot be routed")
         if payload_type == PayloadType.EVENT:
             handlers = self._events(routing_key)
             only = headers.get(TARGET_HANDLER)
             return handlers if only is None else tuple(h for h in handlers if h.name == only)
         if payload_type == PayloadType.COMMAND:
-            self._check_target(headers, where, routing_key)
+            self._check_target(headers, routing_key)
             handler = self._routes.by_key(HandlerKind.COMMAND, routing_key)
             if handler is None or not handler.distributed:
                 raise DistributionError(
                     f"There is no Distributed Command Handler registered with routing key: {routing_key} "
-                    f"(service {self._service_name!r}, {where})"
+                    f"(service {self._service_name!r}, {_where(headers)})"
                 )
             return (handler,)
         if payload_type == PayloadType.MESSAGE:
-            self._check_target(headers, where, routing_key)
+            self._check_target(headers, routing_key)
             handler = self._routes.channel(routing_key)
             if handler is None or not handler.distributed:
                 raise DistributionError(
                     f"There is no Distributed Service Activator for channel: {routing_key} "
-                    f"(service {self._service_name!r}, {where})"
+                    f"(service {self._service_name!r}, {_where(headers)})"
                 )
             return (handler,)
         raise DistributionError(
-            f"{where} with routing key {routing_key!r} has unknown {PAYLOAD_TYPE!r} {payload_type!r} "
+            f"{_where(headers)} with routing key {routing_key!r} has unknown {PAYLOAD_TYPE!r} {payload_type!r} "
             "(expected 'command', 'event' or 'message')"
         )
 
-    def _check_target(self, headers: Headers, where: str, routing_key: str) -> None:
+    def _check_target(self, headers: Headers, routing_key: str) -> None:
         target = headers.get(TARGET_SERVICE)
         if target is not None and target != self._service_name:
             raise DistributionError(
-                f"{where} with routing key {routing_key!r} targets service {target!r}, "
+                f"{_where(headers)} with routing key {routing_key!r} targets service {target!r}, "
                 f"but this is service {self._service_name!r}: it was wrongly distributed"
             )
 
