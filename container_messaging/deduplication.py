@@ -133,6 +133,8 @@ class MemoryDeduplication:
         self._clock = clock
         self._expires_at: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._sweep_every = min(1.0, window / 10)  # expired keys are dropped at most this often (seen() checks)
+        self._next_sweep = 0.0
 
     @property
     def window(self) -> float:
@@ -166,12 +168,14 @@ class MemoryDeduplication:
         with self._lock:
             entries = self._expires_at
             entries.pop(key, None)
-            # Amortised O(1): every key is dropped at most once.
-            while entries:
-                oldest_key, oldest_expiry = next(iter(entries.items()))
-                if oldest_expiry > now:
-                    break
-                del entries[oldest_key]
+            if now >= self._next_sweep:
+                # Amortised O(1): every key is dropped at most once; the oldest keys expire first.
+                self._next_sweep = now + self._sweep_every
+                while entries:
+                    oldest_key, oldest_expiry = next(iter(entries.items()))
+                    if oldest_expiry > now:
+                        break
+                    del entries[oldest_key]
             while len(entries) >= self._max_entries:
                 entries.popitem(last=False)
             entries[key] = now + self._window

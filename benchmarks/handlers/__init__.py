@@ -1,0 +1,1 @@
+"""Handler modules the framework's workers scan (one module per scenario, so each consumer binds only its keys)."""
