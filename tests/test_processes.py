@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AMQP_URL, REDIS_URL, require_broker
+from container_messaging import MessagingContainer
+
+from conftest import AMQP_URL, REDIS_URL, forget_endpoint, require_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,18 +68,37 @@ def test_example_services_talk_as_processes_over_the_embedded_transport(tmp_path
     _assert_demo_succeeded(_demo(tmp_path, None))
 
 
+def _forget_demo(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removes the demo's queues and exchange from the shared broker."""
+    monkeypatch.setenv("CONTAINER_MESSAGING_URL", url)
+    monkeypatch.syspath_prepend(str(ROOT))
+    for config in sorted((tmp_path / "configs").iterdir()):
+        with MessagingContainer.from_config(config) as container:
+            forget_endpoint(container, container.topology.queue(container.settings.service_name or ""))
+
+
 @pytest.mark.rabbitmq
-def test_example_services_talk_as_processes_over_rabbitmq(tmp_path: Path, distribution: dict[str, str]) -> None:
+def test_example_services_talk_as_processes_over_rabbitmq(
+    tmp_path: Path, distribution: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same example services, changed only in their transport URL, talk over the real RabbitMQ."""
     url = require_broker("RabbitMQ", AMQP_URL, 5672)
-    _assert_demo_succeeded(_demo(tmp_path, url, distribution))
+    try:
+        _assert_demo_succeeded(_demo(tmp_path, url, distribution))
+    finally:
+        _forget_demo(tmp_path, url, monkeypatch)
 
 
 @pytest.mark.redis
-def test_example_services_talk_as_processes_over_redis(tmp_path: Path, distribution: dict[str, str]) -> None:
+def test_example_services_talk_as_processes_over_redis(
+    tmp_path: Path, distribution: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same example services talk over Redis."""
     url = require_broker("Redis", REDIS_URL, 6379)
-    _assert_demo_succeeded(_demo(tmp_path, url, distribution))
+    try:
+        _assert_demo_succeeded(_demo(tmp_path, url, distribution))
+    finally:
+        _forget_demo(tmp_path, url, monkeypatch)
 
 
 SLOW_HANDLER = """
