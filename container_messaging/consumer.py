@@ -123,6 +123,7 @@ class EndpointConsumer:
         self._max_message_size = max_message_size
         self._stop_reason: str | None = None
         self._wake = threading.Event()
+        self._dedup_warned_until = 0.0
 
     def stop(self, reason: str = "stopped") -> None:
         """Asks the loop to stop after the message in hand (safe to call from a signal handler or thread)."""
@@ -247,8 +248,7 @@ class EndpointConsumer:
                     log.debug("endpoint %r: event %r has no subscriber here; dropped", self.name, message_id)
                 # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the
                 # event another handler already handled, and a redelivered event skips only what already ran.
-                seen = self._deduplication.seen
-                remember = self._deduplication.remember
+                seen, remember = self._seen, self._remember
                 pending = [(h, f"{self.name}:{message_id}:{h.name}") for h in handlers]
                 if message_id is not None:
                     pending = [(h, key) for h, key in pending if not seen(key)]
@@ -281,6 +281,28 @@ class EndpointConsumer:
             self._stop_reason = "a message failed (stop_on_failure)"
             return
         self._recoverability.dispose(delivery, message, failures)
+
+    # A deduplication store that fails (Redis down) must not stop handling nor make the broker redeliver what was
+    # handled: it degrades to no deduplication, with a warning, until it answers again.
+
+    def _seen(self, key: str) -> bool:
+        try:
+            return self._deduplication.seen(key)
+        except TransportError as exc:
+            self._dedup_failed(exc)
+            return False
+
+    def _remember(self, key: str) -> None:
+        try:
+            self._deduplication.remember(key)
+        except TransportError as exc:
+            self._dedup_failed(exc)
+
+    def _dedup_failed(self, exc: TransportError) -> None:
+        now = time.monotonic()
+        if now >= self._dedup_warned_until:
+            self._dedup_warned_until = now + 30.0
+            log.warning("endpoint %r: the deduplication store failed (%s); handling goes on without it", self.name, exc)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:

@@ -622,3 +622,34 @@ def test_stop_on_failure_leaves_the_failing_message_on_its_queue(billing: Billin
         assert [(d.headers["id"], d.headers.get(RETRY_NUMBER)) for d in deliveries] == [(calls[0][2]["id"], None)]
     assert container.dead_letter().list() == []
     assert _delayed_pending(container) == 0
+
+
+def test_an_unreachable_deduplication_store_does_not_stop_handling(tmp_path: Path, make_module: Any) -> None:
+    """With the deduplication store down (Redis on a closed port) messages are still handled and acknowledged once
+    each, without redelivery loops."""
+    module = make_module(
+        f"dedupdown_{uuid.uuid4().hex[:8]}",
+        """
+        from container_messaging import command_handler, distributed
+        HANDLED = []
+        class Billing:
+            @distributed
+            @command_handler("billing.change")
+            def change(self, command: dict) -> None:
+                HANDLED.append(command["n"])
+        """,
+    )
+    config = {
+        "service_name": "billing",
+        "scan": [module],
+        "transport": {"url": "memory://"},
+        "deduplication": {"store": "redis://:s3cret@127.0.0.1:1/0"},
+    }
+    with MessagingContainer.from_dict(config) as container:
+        container.setup()
+        for n in range(3):
+            container.get(DistributedBus).send_command("billing", "billing.change", f'{{"n": {n}}}', "application/json")
+        result = container.run("billing", finish_when_no_messages=True)
+        assert (result.handled, result.failed, result.reconnects) == (3, 0, 0)
+        assert __import__(module).HANDLED == [0, 1, 2]
+        assert container.transport.queue_size(container.topology.queue("billing")) == 0
