@@ -77,24 +77,18 @@ def _forget_demo(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> N
             forget_endpoint(container, container.topology.queue(container.settings.service_name or ""))
 
 
-@pytest.mark.rabbitmq
-def test_example_services_talk_as_processes_over_rabbitmq(
-    tmp_path: Path, distribution: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("broker", "url", "port"),
+    [
+        pytest.param("RabbitMQ", AMQP_URL, 5672, marks=pytest.mark.rabbitmq, id="rabbitmq"),
+        pytest.param("Redis", REDIS_URL, 6379, marks=pytest.mark.redis, id="redis"),
+    ],
+)
+def test_example_services_talk_as_processes_over_a_broker(
+    broker: str, url: str, port: int, tmp_path: Path, distribution: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same example services, changed only in their transport URL, talk over the real RabbitMQ."""
-    url = require_broker("RabbitMQ", AMQP_URL, 5672)
-    try:
-        _assert_demo_succeeded(_demo(tmp_path, url, distribution))
-    finally:
-        _forget_demo(tmp_path, url, monkeypatch)
-
-
-@pytest.mark.redis
-def test_example_services_talk_as_processes_over_redis(
-    tmp_path: Path, distribution: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same example services talk over Redis."""
-    url = require_broker("Redis", REDIS_URL, 6379)
+    """The same example services, changed only in their transport URL, talk over the real RabbitMQ and Redis."""
+    require_broker(broker, url, port)
     try:
         _assert_demo_succeeded(_demo(tmp_path, url, distribution))
     finally:

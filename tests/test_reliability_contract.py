@@ -653,3 +653,23 @@ def test_an_unreachable_deduplication_store_does_not_stop_handling(tmp_path: Pat
         assert (result.handled, result.failed, result.reconnects) == (3, 0, 0)
         assert __import__(module).HANDLED == [0, 1, 2]
         assert container.transport.queue_size(container.topology.queue("billing")) == 0
+
+
+def test_retry_copy_for_a_handler_the_service_no_longer_has_goes_to_the_dead_letter(billing: Billing) -> None:
+    """An event copy addressed (header container_messaging.handler) to a handler this service does not have is not
+    dropped: it goes to the dead letter with an error naming that handler."""
+    container = billing.container(**policy(0, []))
+    headers = {
+        "id": str(uuid.uuid4()),
+        "ecotone.distributed.payloadType": "event",
+        "ecotone.distributed.routingKey": "orders.placed",
+        TARGET_HANDLER: "gone.Handler.removed_in_the_last_deploy",
+    }
+    publish_raw(container, headers, b'{"orderId": "o-1"}')
+    result = run(container, 1)
+    assert (result.handled, result.failed) == (0, 1)
+    assert billing.calls("record_order") == [] and billing.calls("notify_order") == []
+    [entry] = container.dead_letter().list()
+    assert entry.message_id == headers["id"]
+    assert "gone.Handler.removed_in_the_last_deploy" in (entry.error_message or "")
+    assert entry.reason == "poison message"

@@ -58,7 +58,15 @@ class DistributedDispatcher:
         if payload_type == PayloadType.EVENT:
             handlers = self._events(routing_key)
             only = headers.get(TARGET_HANDLER)
-            return handlers if only is None else tuple(h for h in handlers if h.name == only)
+            if only is None:
+                return handlers
+            targeted = tuple(h for h in handlers if h.name == only)
+            if not targeted:  # a retry or replay for a handler this service no longer has: never a silent drop
+                raise DistributionError(
+                    f"{_where(headers)} with routing key {routing_key!r} is addressed to handler {only!r}, which "
+                    f"service {self._service_name!r} does not have (or no longer subscribes with)"
+                )
+            return targeted
         if payload_type == PayloadType.COMMAND:
             self._check_target(headers, routing_key)
             handler = self._routes.by_key(HandlerKind.COMMAND, routing_key)
