@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
-from container_messaging.config import mask_url
 from container_messaging.container import MessagingContainer
 from container_messaging.distributed import DistributedBus
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
 from container_messaging.messages import ID, MediaType, new_message_id
+from container_messaging.redaction import mask_url
 
 __all__ = ["CONFIG_ENV", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "build_parser", "main"]
 

@@ -136,6 +136,7 @@ import attrs
 import yaml
 
 from container_messaging.errors import ConfigurationError
+from container_messaging.redaction import mask_url
 
 __all__ = [
     "ConsumerSettings",
@@ -173,37 +174,6 @@ _T = TypeVar("_T", bound=attrs.AttrsInstance)
 
 # --------------------------------------------------------------------------------------------------------------------
 # URL masking
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``, for logs, reprs and error messages.
-
-    ``pyamqp://guest:secret@127.0.0.1:5672//`` becomes ``pyamqp://guest:***@127.0.0.1:5672//`` and
-    ``redis://:secret@host`` becomes ``redis://:***@host``.  A ``;``-separated failover list is masked URL by URL.
-    A URL without a password is returned unchanged.  When a URL is malformed (an unencoded ``/``, ``?`` or ``#`` in
-    the password), more is masked rather than less.
-    """
-    return ";".join(_mask_one(part) for part in url.split(";"))
-
-
-def _mask_one(url: str) -> str:
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
-    netloc_end = min((index for index in (rest.find(char) for char in "/?#") if index != -1), default=len(rest))
-    netloc = rest[:netloc_end]
-    if "@" in netloc:
-        userinfo, _, after = rest[:netloc_end].rpartition("@")
-        after += rest[netloc_end:]
-    elif "@" in rest:
-        # Not a well-formed URL: the password probably holds an unencoded '/', '?' or '#'.  Mask up to the last '@'.
-        userinfo, _, after = rest.rpartition("@")
-    else:
-        return url
-    user, colon, _password = userinfo.partition(":")
-    if not colon:
-        return url
-    return f"{scheme}://{user}:***@{after}"
 
 
 def _masked_repr(url: str) -> str:

@@ -54,8 +54,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from container_messaging.config import DeduplicationSettings, mask_url
+from container_messaging.config import DeduplicationSettings
 from container_messaging.errors import ConfigurationError, TransportError
+from container_messaging.redaction import mask_url
 
 __all__ = [
     "DEFAULT_REDIS_PREFIX",
