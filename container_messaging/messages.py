@@ -19,6 +19,7 @@ __all__ = [
     "FRAMEWORK_HEADERS",
     "Header",
     "Headers",
+    "FailureHeader",
     "ID",
     "MediaType",
     "Message",
@@ -49,6 +50,21 @@ FRAMEWORK_HEADERS: Final = frozenset(
     {ID, CORRELATION_ID, PARENT_ID, TIMESTAMP, CONTENT_TYPE, TYPE_ID, ROUTING_SLIP, RETRY_NUMBER}
 )
 _FRAMEWORK_PREFIXES: Final = ("ecotone.", "failure.", "x-", "container_messaging.")
+
+
+class FailureHeader:
+    """The headers a dead letter entry carries about its failure (one spelling, used by every reader and writer)."""
+
+    ENDPOINT: Final = "failure.endpoint"
+    HANDLER: Final = "failure.handler"
+    REASON: Final = "failure.reason"
+    EXCEPTION_CLASS: Final = "failure.exceptionClass"
+    MESSAGE: Final = "failure.message"
+    TRACE: Final = "failure.trace"
+    TIME: Final = "failure.time"
+    ATTEMPTS: Final = "failure.attempts"
+
+    ALL: Final = (ENDPOINT, HANDLER, REASON, EXCEPTION_CLASS, MESSAGE, TRACE, TIME, ATTEMPTS)
 
 
 class MediaType:
