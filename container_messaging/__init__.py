@@ -13,6 +13,7 @@ from container_messaging.deduplication import DeduplicationStore
 from container_messaging.distributed import DistributedBus
 from container_messaging.errors import (
     AmbiguousDependencyError,
+    BrokerRefusedError,
     ConfigurationError,
     ContainerError,
     ConversionError,
@@ -44,6 +45,7 @@ from container_messaging.messages import Header, Headers, MediaType, Message
 
 __all__ = [
     "AmbiguousDependencyError",
+    "BrokerRefusedError",
     "CommandBus",
     "ConfigurationError",
     "ContainerError",

@@ -19,13 +19,15 @@
     ├── EndpointError             an unknown consumer endpoint (lists the available ones)
     ├── DeadLetterError           no dead letter entry with that message id (names it and the endpoint)
     └── TransportError            the broker failed; the kombu/socket exception is chained
-        └── UnroutableMessageError     the broker could not route a published message
+        ├── UnroutableMessageError     the broker could not route a published message
+        └── BrokerRefusedError         the broker refused us for good (credentials, vhost, permissions): never retried
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AmbiguousDependencyError",
+    "BrokerRefusedError",
     "ConfigurationError",
     "ContainerError",
     "ConversionError",
@@ -120,3 +122,7 @@ class TransportError(MessagingError):
 
 class UnroutableMessageError(TransportError):
     """The broker returned a published message because no queue was bound for its routing key."""
+
+
+class BrokerRefusedError(TransportError):
+    """The broker answered and refused (bad credentials, unknown vhost, ACCESS_REFUSED): retrying cannot help."""
