@@ -242,6 +242,54 @@ def test_a_config_of_the_wrong_type_is_a_configuration_error() -> None:
         pass
 
 
+SLOW = """
+import threading
+
+from container_messaging import command_handler, distributed
+
+
+class Slow:
+    started = threading.Event()
+    release = threading.Event()
+    done: list[str] = []
+
+    @distributed
+    @command_handler("slow.do")
+    def do(self, payload: str) -> None:
+        Slow.started.set()
+        Slow.release.wait(20)
+        Slow.done.append(payload)
+"""
+
+
+def test_shutdown_waits_for_the_background_consumers_message_in_hand(
+    make_module: Callable[[str, str], str],
+) -> None:
+    """At shutdown, the in-app consumer finishes the handler it is running, acknowledges its message (a later run
+    finds the queue empty) and its thread ends, before the container is closed."""
+    module = make_module(f"slow_handlers_{uuid.uuid4().hex[:8]}", SLOW)
+    slow = importlib.import_module(module).Slow
+    config = {"service_name": "web", "scan": [module], "transport": {"url": "memory://"}}
+    container = MessagingContainer.from_dict(config)
+    client = TestClient(FastAPI(lifespan=messaging_lifespan(container, consumers=["web"])))
+    client.__enter__()
+    container.get(DistributedBus).send_command("web", "slow.do", "job-1", "text/plain")
+    assert slow.started.wait(DEADLINE_SECONDS)
+
+    shutdown = threading.Thread(target=client.__exit__, args=(None, None, None))
+    shutdown.start()
+    shutdown.join(0.3)
+    assert shutdown.is_alive()  # waiting: the handler has not been released yet
+    slow.release.set()
+    shutdown.join(DEADLINE_SECONDS)
+    assert not shutdown.is_alive()
+
+    assert slow.done == ["job-1"]
+    assert consumer_threads("web") == []
+    with MessagingContainer.from_dict(config) as later:
+        assert later.run("web", finish_when_no_messages=True).handled == 0
+
+
 # -- the example app, against the billing example service ----------------------------------------------------------
 
 

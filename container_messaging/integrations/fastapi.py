@@ -78,8 +78,8 @@ async def run_blocking(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwarg
     """Runs ``call(*args, **kwargs)`` (a bus method) in a worker thread and returns its result.
 
     The one place where ``async def`` path operations reach the synchronous buses, so the event loop is never
-    blocked while a send waits for the broker. Context variables travel with the call (a ``bus.batch()`` opened in
-    the path operation collects what the thread sends).
+    blocked while a send waits for the broker. To send several messages with one confirm wait, pass a function that
+    sends them inside ``bus.batch()`` (a batch opened on the event loop would publish on it when it ends).
     """
     return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
