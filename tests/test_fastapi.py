@@ -273,14 +273,17 @@ def test_shutdown_waits_for_the_background_consumers_message_in_hand(
     container = MessagingContainer.from_dict(config)
     client = TestClient(FastAPI(lifespan=messaging_lifespan(container, consumers=["web"])))
     client.__enter__()
-    container.get(DistributedBus).send_command("web", "slow.do", "job-1", "text/plain")
-    assert slow.started.wait(DEADLINE_SECONDS)
-
     shutdown = threading.Thread(target=client.__exit__, args=(None, None, None))
-    shutdown.start()
-    shutdown.join(0.3)
-    assert shutdown.is_alive()  # waiting: the handler has not been released yet
-    slow.release.set()
+    try:
+        container.get(DistributedBus).send_command("web", "slow.do", "job-1", "text/plain")
+        assert slow.started.wait(DEADLINE_SECONDS)
+        shutdown.start()
+        shutdown.join(0.3)
+        assert shutdown.is_alive()  # waiting: the handler has not been released yet
+    finally:
+        slow.release.set()
+        if shutdown.ident is None:  # the test failed before the shutdown thread started: shut down here
+            client.__exit__(None, None, None)
     shutdown.join(DEADLINE_SECONDS)
     assert not shutdown.is_alive()
 
