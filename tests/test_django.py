@@ -13,6 +13,7 @@ from typing import Any
 
 import django
 import pytest
+from django.apps import apps as django_apps
 from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -185,10 +186,13 @@ def test_a_configuration_file_path_is_read_as_the_cli_reads_it(tmp_path: Path) -
     ids=["missing", "unknown-key", "wrong-type", "bad-autodiscover"],
 )
 def test_a_wrong_configuration_is_an_error_naming_the_setting(overrides: dict[str, Any], message: str) -> None:
-    """A missing or wrong setting makes get_container raise a ConfigurationError naming the setting (and the key),
-    and makes ``manage.py messaging`` fail with exit code 2 and the same message."""
+    """A missing or wrong setting makes Django's start (the app's ready()) and get_container raise a
+    ConfigurationError naming the setting (and the key), and makes ``manage.py messaging`` fail with exit code 2 and
+    the same message."""
     container_module = get_container_module()
     with override_settings(**overrides):
+        with pytest.raises(ConfigurationError, match=message):
+            django_apps.get_app_config("container_messaging").ready()
         with pytest.raises(ConfigurationError, match=message):
             container_module.get_container()
         with pytest.raises(CommandError, match=message) as raised:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dependency_injector import containers, providers
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -177,6 +178,23 @@ def test_run_blocking_calls_the_bus_in_a_worker_thread_and_returns_its_result(
     assert len(loop_threads) == 1
     assert len(handler_threads) == 1
     assert handler_threads[0] != loop_threads[0]
+
+
+def test_the_application_containers_providers_are_injectable() -> None:
+    """With app_container, a provider of the application's dependency-injector container is what from_messaging
+    gives by its name."""
+
+    class Application(containers.DeclarativeContainer):
+        greeting = providers.Object("hello from the application")
+
+    app = FastAPI(lifespan=messaging_lifespan({"transport": {"url": "memory://"}}, app_container=Application()))
+
+    @app.get("/")
+    async def operation(greeting: Any = from_messaging("greeting")) -> str:
+        return str(greeting)
+
+    with TestClient(app) as client:
+        assert client.get("/").json() == "hello from the application"
 
 
 def test_a_dependency_without_the_lifespan_is_an_error_naming_it() -> None:
