@@ -260,6 +260,17 @@ def test_a_config_of_the_wrong_type_is_a_configuration_error() -> None:
         pass
 
 
+def test_an_app_container_with_a_built_container_is_a_configuration_error(
+    local_container: MessagingContainer,
+) -> None:
+    """An app_container given with an already built container (which it could not reach) fails the startup with
+    a ConfigurationError instead of being ignored."""
+    app = FastAPI(lifespan=messaging_lifespan(local_container, app_container=object()))
+
+    with pytest.raises(ConfigurationError, match="app_container is for building a container"), TestClient(app):
+        pass
+
+
 SLOW = """
 import threading
 

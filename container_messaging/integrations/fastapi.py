@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,6 +33,7 @@ from typing import Annotated, Any, Final, ParamSpec, TypeVar
 from container_messaging.integrations import missing_extra
 
 try:
+    import anyio
     import anyio.to_thread
     from fastapi import Depends
     from starlette.applications import Starlette
@@ -62,8 +62,6 @@ __all__ = [
     "run_blocking",
 ]
 
-log = logging.getLogger("container_messaging.integrations")
-
 STATE_ATTRIBUTE: Final = "messaging"
 """The container is ``app.state.messaging``."""
 
@@ -86,6 +84,11 @@ async def run_blocking(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwarg
 
 def _build(config: MessagingConfig, app_container: Any) -> MessagingContainer:
     if isinstance(config, MessagingContainer):
+        if app_container is not None:
+            raise ConfigurationError(
+                "messaging config: app_container is for building a container; the MessagingContainer given was "
+                "built already (pass MessagingContainer.from_...(..., app=...) instead)"
+            )
         return config
     if isinstance(config, str | os.PathLike):
         return MessagingContainer.from_config(os.fspath(config), app=app_container)
@@ -132,9 +135,10 @@ async def messaging(
     finally:
         if getattr(state, STATE_ATTRIBUTE, None) is container:
             delattr(state, STATE_ATTRIBUTE)
-        for background in started:
-            await run_blocking(background.stop, stop_timeout)
-        await run_blocking(container.close)
+        with anyio.CancelScope(shield=True):  # a cancelled shutdown still stops the consumers and closes
+            for background in started:
+                await run_blocking(background.stop, stop_timeout)
+            await run_blocking(container.close)
 
 
 def messaging_lifespan(
