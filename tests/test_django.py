@@ -207,6 +207,13 @@ def test_run_names_an_unknown_endpoint_with_exit_code_2() -> None:
     assert raised.value.returncode == 2
 
 
+def test_run_refuses_a_limit_that_is_not_positive() -> None:
+    """``messaging run portal --handled-message-limit 0`` is a usage error (exit code 2) naming the option."""
+    with pytest.raises(CommandError, match=r"handled[_-]message[_-]limit") as raised:
+        messaging("run", "portal", "--handled-message-limit", "0")
+    assert raised.value.returncode == 2
+
+
 def test_replay_needs_an_id_or_all() -> None:
     """``messaging dead-letter replay`` without an ID or --all is a usage error (exit code 2)."""
     with (
