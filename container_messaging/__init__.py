@@ -37,8 +37,11 @@ from container_messaging.markers import (
     command_handler,
     distributed,
     event_handler,
+    publishes,
     query_handler,
     retries,
+    sends_command,
+    sends_message,
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
@@ -85,7 +88,10 @@ __all__ = [
     "distributed",
     "event_handler",
     "load_settings",
+    "publishes",
     "query_handler",
     "retries",
+    "sends_command",
+    "sends_message",
     "service_activator",
 ]

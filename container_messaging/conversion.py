@@ -407,6 +407,10 @@ class Converter:
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConversionError(f"cannot unstructure {self.type_name(obj)}", (str(exc),)) from exc
 
+    def wire_names(self, cls: type) -> Mapping[str, str]:
+        """Attribute name -> JSON key of an attrs class or dataclass, as this converter writes and reads them."""
+        return dict(self._wire_names_of(cls))
+
     def type_name(self, obj: Any) -> str:
         """``module.QualName`` of ``obj``'s class (of ``obj`` itself when it is a class), for ``__TypeId__``."""
         cls = obj if isinstance(obj, type) else type(obj)
