@@ -2,8 +2,8 @@
 
 The schemas describe what :class:`~container_messaging.conversion.Converter` writes and accepts: attrs classes and
 dataclasses are objects whose keys are the wire keys (camelCase by default, ``conversion.json_keys``), fields without
-a default are required, ``X | None`` is ``X`` or null, enums are their values, datetimes, dates and UUIDs are text,
-sets and tuples are arrays, mappings with text keys are objects. The dialect is JSON Schema draft 7, AsyncAPI's
+a default are required, ``X | None`` is ``X`` or null, enums are their values, datetimes (ISO 8601), dates and UUIDs
+are text, sets and tuples are arrays, mappings with text keys are objects. The dialect is JSON Schema draft 7, AsyncAPI's
 Schema Object. Named classes and enums become reusable definitions (``#/components/schemas/<module.Class>``).
 
 A type that does not travel as JSON (``bytes`` inside an object, ``Decimal``, an arbitrary class, a mapping with
@@ -43,7 +43,12 @@ _ANY: Final = (inspect.Parameter.empty, Any, object)
 _MAPPINGS: Final = (dict, Mapping, MutableMapping)
 _LISTS: Final = (list, Sequence, MutableSequence, deque)
 _SETS: Final = (set, frozenset, AbstractSet, MutableSet)
-_FORMATS: Final[Mapping[type, str]] = {datetime: "date-time", date: "date", uuid.UUID: "uuid"}
+_TEXT_FORMS: Final[Mapping[type, Schema]] = {
+    # isoformat(): a naive datetime has no offset, so it is not RFC 3339's "date-time" format
+    datetime: {"type": "string", "description": "ISO 8601 date and time (with its UTC offset when it has one)"},
+    date: {"type": "string", "format": "date"},
+    uuid.UUID: {"type": "string", "format": "uuid"},
+}
 _PRIMITIVES: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "number", str: "string"}
 _JSON_VALUE_TYPES: Final[Mapping[type, str]] = {**_PRIMITIVES, type(None): "null"}
 _NAME_CHARACTER: Final = re.compile(r"[^\w.\-]")
@@ -131,8 +136,8 @@ class SchemaBuilder:
             return {"type": "null"}
         if isinstance(tp, type) and tp in _PRIMITIVES:
             return {"type": _PRIMITIVES[tp]}
-        if isinstance(tp, type) and tp in _FORMATS:
-            return {"type": "string", "format": _FORMATS[tp]}
+        if isinstance(tp, type) and tp in _TEXT_FORMS:
+            return dict(_TEXT_FORMS[tp])
         origin = get_origin(tp)
         args = get_args(tp)
         if origin is Literal:
