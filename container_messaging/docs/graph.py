@@ -39,11 +39,12 @@ _MERMAID_STYLES: Final = (
     "classDef message fill:#eef7ee,stroke:#3d8b3d",
     "classDef missing stroke:#b00020,stroke-dasharray:5 5",
 )
+#: shape, styles and fill colour per node kind
 _DOT_SHAPES: Final = {
-    "code": "shape=box",
-    "command": 'shape=box, style="rounded,filled", fillcolor="#e8f0fe"',
-    "event": 'shape=hexagon, style=filled, fillcolor="#fff4e0"',
-    "message": 'shape=parallelogram, style=filled, fillcolor="#eef7ee"',
+    "code": ("box", (), None),
+    "command": ("box", ("rounded", "filled"), "#e8f0fe"),
+    "event": ("hexagon", ("filled",), "#fff4e0"),
+    "message": ("parallelogram", ("filled",), "#eef7ee"),
 }
 
 
@@ -146,10 +147,16 @@ class MessageFlow:
     @staticmethod
     def _dot_node(node: FlowNode) -> str:
         label = "\\n".join(_dot_text(line) for line in node.lines)
-        style = _DOT_SHAPES[node.kind.value]
+        shape, styles, fill = _DOT_SHAPES[node.kind.value]
+        attributes = [f'label="{label}"', f"shape={shape}"]
         if node.missing:
-            style += ', color="#b00020", penwidth=1.5, peripheries=2'
-        return f'{node.id} [label="{label}", {style}];'
+            styles = (*styles, "dashed")
+            attributes.append('color="#b00020"')
+        if styles:
+            attributes.append(f'style="{",".join(styles)}"')
+        if fill:
+            attributes.append(f'fillcolor="{fill}"')
+        return f"{node.id} [{', '.join(attributes)}];"
 
 
 class _Builder:

@@ -3,8 +3,8 @@
 The schemas describe what :class:`~container_messaging.conversion.Converter` writes and accepts: attrs classes and
 dataclasses are objects whose keys are the wire keys (camelCase by default, ``conversion.json_keys``), fields without
 a default are required, ``X | None`` is ``X`` or null, enums are their values, datetimes (ISO 8601), dates and UUIDs
-are text, sets and tuples are arrays, mappings with text keys are objects. The dialect is JSON Schema draft 7, AsyncAPI's
-Schema Object. Named classes and enums become reusable definitions (``#/components/schemas/<module.Class>``).
+are text, sets and tuples are arrays, mappings with text keys are objects. The dialect is JSON Schema draft 7,
+AsyncAPI's Schema Object. Named classes and enums become reusable definitions (``#/components/schemas/<module.Class>``).
 
 A type that does not travel as JSON (``bytes`` inside an object, ``Decimal``, an arbitrary class, a mapping with
 non-text keys) is a :class:`~container_messaging.errors.HandlerDefinitionError` naming where it was found and the
