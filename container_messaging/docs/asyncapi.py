@@ -211,7 +211,7 @@ def _add_receives(document: _Document, service: ServiceDescription) -> None:
 
 
 def _add_sends(document: _Document, service: ServiceDescription) -> None:
-    senders: dict[tuple[str, str], list[str]] = {}
+    senders: dict[tuple[str, str, bool], list[str]] = {}  # (channel, message, is an event) -> sending code
     for sent in service.sends:
         amqp_key = sent.amqp_routing_key
         if sent.destination is None:
@@ -230,10 +230,10 @@ def _add_sends(document: _Document, service: ServiceDescription) -> None:
             where=f"sending declaration of {sent.sender}",
             camel_case=service.camel_case,
         )
-        senders.setdefault((channel_id, message_id), []).append(sent.label)
-    for (channel_id, message_id), labels in senders.items():
+        senders.setdefault((channel_id, message_id, sent.kind is HandlerKind.EVENT), []).append(sent.label)
+    for (channel_id, message_id, event), labels in senders.items():
         message = document.messages[message_id]
-        verb = "publishes" if message["headers"]["properties"][PAYLOAD_TYPE]["const"] == PayloadType.EVENT else "sends"
+        verb = "publishes" if event else "sends"
         document.operation(
             f"{service.name}.send.{message_id}",
             {
@@ -245,7 +245,7 @@ def _add_sends(document: _Document, service: ServiceDescription) -> None:
                 "bindings": {
                     "amqp": {
                         "deliveryMode": _PERSISTENT,
-                        "mandatory": verb == "sends",
+                        "mandatory": not event,  # a command or message nobody can receive is an error
                         "bindingVersion": _AMQP_BINDING_VERSION,
                     }
                 },

@@ -126,6 +126,7 @@ class MessageFlow:
         lines = [
             "digraph message_flow {",
             "    rankdir=LR;",
+            '    graph [fontname="Helvetica"];',
             '    node [fontname="Helvetica", fontsize=11];',
             '    edge [fontname="Helvetica", fontsize=10];',
         ]
