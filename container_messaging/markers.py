@@ -19,6 +19,7 @@ from container_messaging.errors import HandlerDefinitionError
 __all__ = [
     "HandlerKind",
     "HandlerMarker",
+    "RetryPolicy",
     "command_handler",
     "distributed",
     "event_handler",
@@ -27,7 +28,6 @@ __all__ = [
     "query_handler",
     "retries",
     "retry_policy_of",
-    "RetryPolicy",
     "service_activator",
 ]
 
