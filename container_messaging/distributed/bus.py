@@ -173,7 +173,7 @@ class DistributedBus:
     ) -> None:
         """Checks the message (:mod:`.validation`: nothing a consumer would refuse leaves), builds its headers and
         publishes it, or adds it to the batch."""
-        if destination is not None:
+        if payload_type != PayloadType.EVENT:
             check_destination(destination)
         check_routing_key(routing_key, "target channel name" if payload_type == PayloadType.MESSAGE else "routing key")
         check_media_type(media_type)

@@ -201,8 +201,8 @@ def _wire_value_problem(value: Any, depth: int = 0) -> str | None:
                 return problem
         return None
     return (
-        f"a {type(value).__name__} cannot cross the wire (headers hold str, int, float, bool, None and lists or "
-        "dicts of them: convert it, e.g. to ISO text or to JSON)"
+        f"{type(value).__name__} values cannot cross the wire (headers hold str, int, float, bool, None and lists "
+        "or dicts of them: convert it, e.g. to ISO text or to JSON)"
     )
 
 
