@@ -75,9 +75,13 @@ def _shown(value: str) -> str:
     return f"{value[:_SHOWN]!r}... ({len(value)} characters)"
 
 
+def _value_shown(value: object) -> str:
+    return _shown(value) if isinstance(value, str) else repr(value)[:_SHOWN]
+
+
 def _text(value: object, argument: str) -> str:
     if not isinstance(value, str):
-        raise InvalidMessageError(f"the {argument} must be a str, got {type(value).__name__} {value!r}")
+        raise InvalidMessageError(f"the {argument} must be a str, got {type(value).__name__} {_value_shown(value)}")
     return value
 
 
@@ -176,10 +180,6 @@ _SETTABLE: Final[Mapping[str, Callable[[str, Any, str], None]]] = {
     CONTENT_TYPE: _content_type,
     TYPE_ID: _type_id,
 }
-
-
-def _value_shown(value: Any) -> str:
-    return _shown(value) if isinstance(value, str) else repr(value)[:_SHOWN]
 
 
 def _wire_value_problem(value: Any, depth: int = 0) -> str | None:
