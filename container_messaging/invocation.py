@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Protocol
 
 from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
 from container_messaging.markers import HandlerKind
-from container_messaging.messages import Header, Headers, Message
+from container_messaging.messages import ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
 __all__ = ["Handler", "PayloadConverter", "build_handler", "current_message"]
@@ -114,7 +114,7 @@ def _header_getter(handler_name: str, param: inspect.Parameter, header: Header) 
             return message.headers[name]
         except KeyError:
             raise MissingHeaderError(
-                f"message {message.headers.get('id')!r} has no header {name!r}, "
+                f"message {message.headers.get(ID)!r} has no header {name!r}, "
                 f"needed by parameter {param.name!r} of {handler_name}"
             ) from None
 

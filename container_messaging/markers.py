@@ -21,6 +21,8 @@ from container_messaging.errors import HandlerDefinitionError
 __all__ = [
     "HandlerKind",
     "HandlerMarker",
+    "RetryPolicy",
+    "SendingDeclaration",
     "command_handler",
     "distributed",
     "event_handler",
@@ -30,9 +32,7 @@ __all__ = [
     "query_handler",
     "retries",
     "retry_policy_of",
-    "RetryPolicy",
     "sending_declarations_of",
-    "SendingDeclaration",
     "sends_command",
     "sends_message",
     "service_activator",

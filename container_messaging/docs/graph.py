@@ -22,7 +22,7 @@ import attrs
 
 from container_messaging.docs.services import ReceivedMessage, ServiceDescription
 from container_messaging.markers import HandlerKind
-from container_messaging.routing import glob_matches
+from container_messaging.routing import glob_pattern
 
 __all__ = ["FlowEdge", "FlowNode", "MessageFlow", "NodeKind", "message_flow"]
 
@@ -199,6 +199,10 @@ class _Builder:
             self.nodes[key] = attrs.evolve(node, lines=(*node.lines, line), missing=True)
 
 
+def _matches(pattern: str, routing_key: str) -> bool:
+    return glob_pattern(pattern).match(routing_key) is not None
+
+
 def _event_handlers(service: ServiceDescription, *, distributed: bool) -> list[ReceivedMessage]:
     return [r for r in service.receives if r.kind is HandlerKind.EVENT and r.distributed is distributed]
 
@@ -243,7 +247,7 @@ def message_flow(services: Sequence[ServiceDescription]) -> MessageFlow:
     events = _events(ordered)
     for event in events:
         for service in ordered:
-            subscribed = [r for r in _event_handlers(service, distributed=True) if glob_matches(r.routing_key, event)]
+            subscribed = [r for r in _event_handlers(service, distributed=True) if _matches(r.routing_key, event)]
             if not subscribed:
                 continue  # the event does not reach this service: its local handlers do not run either
             node = _message_node(builder, HandlerKind.EVENT, event, None)
@@ -251,13 +255,13 @@ def message_flow(services: Sequence[ServiceDescription]) -> MessageFlow:
                 label = received.routing_key if "*" in received.routing_key else None
                 builder.edge(node, builder.code(service.name, received.handler, received.label), label)
             for received in sorted(_event_handlers(service, distributed=False), key=lambda r: r.label):
-                if glob_matches(received.routing_key, event):
+                if _matches(received.routing_key, event):
                     builder.edge(
                         node, builder.code(service.name, received.handler, received.label), "local", local=True
                     )
     for service in ordered:
         for received in _event_handlers(service, distributed=True):
-            if not any(glob_matches(received.routing_key, event) for event in events):
+            if not any(_matches(received.routing_key, event) for event in events):
                 pattern = builder.node(("pattern", received.routing_key), NodeKind.EVENT, (received.routing_key,))
                 builder.mark_missing(("pattern", received.routing_key), "no event matches")
                 builder.edge(pattern, builder.code(service.name, received.handler, received.label))
