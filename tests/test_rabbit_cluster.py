@@ -60,6 +60,7 @@ def queue_info(node: RabbitNode, queue: str) -> dict[str, Any]:
 
 
 def wait_for_online_members(node: RabbitNode, queue: str, expected: set[str], timeout: float = 60.0) -> None:
+    """Waits until ``node`` reports exactly ``expected`` as the online members of ``queue``."""
     deadline = time.monotonic() + timeout
     while set((info := queue_info(node, queue))["online"]) != expected:
         assert time.monotonic() < deadline, f"{queue} online members {info['online']} never became {expected}"
@@ -107,6 +108,7 @@ def test_quorum_queue_keeps_confirmed_messages_when_its_leader_is_killed(
     leader.kill()
     try:
         assert leader.name not in survivor.running_nodes()
+        wait_for_online_members(survivor, quorum_queue.name, cluster.names - {leader.name})
         assert sorted(drain(survivor.url, quorum_queue.name)) == list(range(50))
     finally:
         leader.restart()
@@ -194,3 +196,73 @@ def test_publisher_with_failover_urls_loses_no_confirmed_message_when_its_node_i
         first_node.restart()
         cluster.wait_until_clustered()
     wait_for_online_members(cluster.nodes[1], quorum_queue.name, cluster.names)
+
+
+def test_consumer_with_failover_urls_handles_every_message_when_its_node_is_killed(
+    cluster: RabbitCluster, quorum_queue: kombu.Queue
+) -> None:
+    """A kombu consumer given every node's URL, acknowledging after handling, whose node is killed while it
+    handles a message, reconnects to another node and handles every message (0 lost); a message handled twice
+    is one the broker redelivered (flagged ``redelivered``); the killed node then restarts and rejoins."""
+    total, kill_at, prefetch = 300, 100, 10
+    with kombu.Connection(cluster.nodes[2].url, transport_options={"confirm_publish": True}) as publisher:
+        producer = kombu.Producer(publisher.default_channel)
+        for n in range(total):
+            producer.publish({"n": n}, routing_key=quorum_queue.routing_key, delivery_mode=2, serializer="json")
+
+    handled: Counter[int] = Counter()
+    second_deliveries_not_flagged: list[int] = []
+    killed: list[RabbitNode] = []
+    failures: list[str] = []
+    connection = kombu.Connection(cluster.failover_url, connect_timeout=5, heartbeat=0)
+    connection.ensure_connection(max_retries=len(cluster.nodes))
+    first_node = connected_node(cluster, connection)
+
+    def handle(body: Any, message: Any) -> None:
+        n = body["n"]
+        if handled[n] and not message.delivery_info.get("redelivered"):
+            second_deliveries_not_flagged.append(n)
+        handled[n] += 1
+        if sum(handled.values()) == kill_at and not killed:
+            killed.append(first_node)
+            first_node.kill()  # the message in hand, and the prefetched ones, are not acknowledged yet
+        message.ack()
+
+    consumer = kombu.Consumer(
+        connection.default_channel,
+        queues=[quorum_queue],
+        callbacks=[handle],
+        accept=["application/json"],
+        prefetch_count=prefetch,
+    )
+    retryable = (*connection.recoverable_connection_errors, *connection.recoverable_channel_errors)
+    deadline = time.monotonic() + FAILOVER_DEADLINE
+    consumer.consume()
+    try:
+        while len(handled) < total:
+            assert time.monotonic() < deadline, f"handled {len(handled)} of {total}; failures: {failures}"
+            try:
+                connection.drain_events(timeout=1)
+            except TimeoutError:
+                continue
+            except retryable as exc:
+                failures.append(repr(exc))
+                connection.ensure_connection(max_retries=2 * len(cluster.nodes), interval_start=0.2)
+                consumer.revive(connection.default_channel)
+                consumer.consume()
+        now_on = connected_node(cluster, connection)
+    finally:
+        connection.release()
+    try:
+        assert killed == [first_node]
+        assert now_on is not first_node
+        twice = sorted(n for n, times in handled.items() if times > 1)
+        sys.stderr.write(
+            f"\nconsumer failover: sent {total}, handled {sum(handled.values())}, lost {total - len(handled)}, "
+            f"handled twice {len(twice)} {twice}, failures: {failures}\n"
+        )
+        assert set(handled) == set(range(total))
+        assert second_deliveries_not_flagged == []
+    finally:
+        first_node.restart()
+        cluster.wait_until_clustered()

@@ -30,10 +30,9 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import pytest
@@ -54,8 +53,8 @@ class RabbitNodeError(RuntimeError):
     """A test node could not be started, clustered, queried or stopped; the message names the node and its log."""
 
 
-def rabbitmq_script(name: str) -> Path | None:
-    """The path of a RabbitMQ script (``rabbitmq-server``, ``rabbitmqctl``...) that runs as the current user."""
+def find_script(name: str) -> Path | None:
+    """The path of a RabbitMQ script (``rabbitmq-server``, ``rabbitmqctl``) that runs as the current user."""
     candidate = DEBIAN_SCRIPTS / name
     if candidate.exists():
         return candidate
@@ -63,9 +62,16 @@ def rabbitmq_script(name: str) -> Path | None:
     return Path(found) if found else None
 
 
+def script(name: str) -> str:
+    found = find_script(name)
+    if found is None:
+        raise RabbitNodeError(f"{name} not found in {DEBIAN_SCRIPTS} nor on PATH (Debian package rabbitmq-server)")
+    return str(found)
+
+
 def missing_rabbitmq_server() -> str | None:
     """Why test nodes cannot be started here, or None when rabbitmq-server and rabbitmqctl are installed."""
-    missing = [name for name in ("rabbitmq-server", "rabbitmqctl") if rabbitmq_script(name) is None]
+    missing = [name for name in ("rabbitmq-server", "rabbitmqctl") if find_script(name) is None]
     if missing:
         return f"{' and '.join(missing)} not found in {DEBIAN_SCRIPTS} nor on PATH (Debian package rabbitmq-server)"
     return None
@@ -83,14 +89,18 @@ def require_rabbitmq_server() -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (asked from the kernel), outside rabbitmqctl's range."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on now (asked from the kernel, every probe
+    held open until all are chosen), none in rabbitmqctl's own range."""
+    with contextlib.ExitStack() as probes:
+        ports: list[int] = []
+        while len(ports) < count:
+            probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if port not in CLI_DIST_PORTS:
-            return port
+            if port not in CLI_DIST_PORTS:
+                ports.append(port)
+        return ports
 
 
 def accepts_connections(port: int) -> bool:
@@ -132,7 +142,6 @@ class RabbitNode:
     home: Path = attrs.field(repr=False)
     tls: TlsListener | None = attrs.field(default=None, repr=False)
     _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
-    _output: IO[bytes] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -149,6 +158,10 @@ class RabbitNode:
         return self.folder / "log" / f"{self.name}.log"
 
     @property
+    def pid_file(self) -> Path:
+        return self.folder / "node.pid"
+
+    @property
     def running(self) -> bool:
         """Whether the node's process is alive (it may still be booting)."""
         return self._process is not None and self._process.poll() is None
@@ -160,16 +173,17 @@ class RabbitNode:
         if self.running:
             raise RabbitNodeError(f"{self.name} is already running")
         self._write_config()
-        self._output = (self.folder / "stdout.log").open("ab")
-        self._process = subprocess.Popen(
-            [str(rabbitmq_script("rabbitmq-server"))],
-            cwd=self.folder,
-            env=self.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a Ctrl-C of pytest does not reach it half-way
-        )
+        self.pid_file.unlink(missing_ok=True)  # the node writes it again when it boots
+        with (self.folder / "stdout.log").open("ab") as output:
+            self._process = subprocess.Popen(
+                [*_die_with_parent(), script("rabbitmq-server")],
+                cwd=self.folder,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of pytest does not reach it: the fixture stops it cleanly
+            )
 
     def wait_until_running(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Waits until the node accepts AMQP connections and ``rabbitmqctl await_startup`` says it has booted."""
@@ -177,82 +191,89 @@ class RabbitNode:
         while not accepts_connections(self.amqp_port):
             if not self.running:
                 code = self._process.returncode if self._process else None
-                raise RabbitNodeError(f"{self.name} exited with code {code} while starting{self._log_tail()}")
+                raise RabbitNodeError(f"{self.name} exited with code {code} while starting{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise RabbitNodeError(
                     f"{self.name} does not accept AMQP on 127.0.0.1:{self.amqp_port} after {timeout:.0f} s"
-                    f"{self._log_tail()}"
+                    f"{self.log_tail()}"
                 )
             time.sleep(0.1)
         remaining = max(1, int(deadline - time.monotonic()))
         self.ctl("await_startup", "--timeout", str(remaining))
 
     def beam_pid(self) -> int:
-        """The PID of the node's Erlang VM (beam.smp), from the pid file the node writes when it boots."""
-        pid_file = self.folder / "node.pid"
+        """The PID of the node's Erlang VM (beam.smp), from the pid file the node writes when it boots; checked to
+        be a child of the start script this object launched."""
         try:
-            return int(pid_file.read_text().strip())
-        except (OSError, ValueError) as exc:
-            raise RabbitNodeError(f"{self.name}: no readable pid file {pid_file} (is the node running?)") from exc
+            pid = int(self.pid_file.read_text().strip())
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError) as exc:
+            raise RabbitNodeError(f"{self.name}: no running VM in pid file {self.pid_file} (is it running?)") from exc
+        if self._process is None or parent != self._process.pid:
+            raise RabbitNodeError(f"{self.name}: pid {pid} in {self.pid_file} is not a process this test started")
+        return pid
 
     def kill(self) -> None:
         """Kills the node hard (SIGKILL on its Erlang VM, as a crash or power loss would) and waits until it is gone."""
         if not self.running:
             raise RabbitNodeError(f"{self.name} is not running: nothing to kill")
         os.kill(self.beam_pid(), signal.SIGKILL)
-        self._wait_for_exit(STOP_TIMEOUT)
+        assert self._process is not None
+        try:
+            self._process.wait(STOP_TIMEOUT)  # the start script exits as soon as the VM is gone
+        except subprocess.TimeoutExpired as exc:
+            raise RabbitNodeError(f"{self.name} still runs {STOP_TIMEOUT:.0f} s after SIGKILL") from exc
 
     def restart(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Starts a stopped or killed node again on the same ports and data folder, and waits until it runs."""
         self.start()
         self.wait_until_running(timeout)
 
-    def stop(self) -> None:
-        """Stops the node if it runs: SIGTERM to the start script (a clean shutdown), SIGKILL to its process group
-        after ``STOP_TIMEOUT``. Never raises for a node that is already gone."""
-        process = self._process
-        if process is not None and process.poll() is None:
+    def terminate(self) -> None:
+        """Asks a running node to shut down cleanly (SIGTERM to its start script, which stops the VM) and returns
+        at once; ``stop`` waits."""
+        if self.running:
+            assert self._process is not None
             with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                sys.stderr.write(f"\n*** {self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f} s: killing it ***\n")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(STOP_TIMEOUT)
-        if self._output is not None:
-            self._output.close()
-            self._output = None
+                self._process.terminate()
 
-    def _wait_for_exit(self, timeout: float) -> None:
-        assert self._process is not None
+    def stop(self) -> None:
+        """Stops the node if it runs: a clean shutdown, then SIGKILL to its process group after ``STOP_TIMEOUT``.
+        Never raises for a node that is already gone."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.terminate()
         try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise RabbitNodeError(f"{self.name} still runs {timeout:.0f} s after being killed") from exc
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            sys.stderr.write(f"\n*** {self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f} s: killing it ***\n")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: the group holds only its processes
+            process.wait(STOP_TIMEOUT)
 
     # -- rabbitmqctl -------------------------------------------------------------------------------------------------
 
-    def ctl(self, *arguments: str, script: str = "rabbitmqctl", timeout: float = CTL_TIMEOUT) -> str:
-        """Runs ``rabbitmqctl -n <node> <arguments>`` (or another CLI ``script``); its output, or RabbitNodeError."""
-        command = [str(rabbitmq_script(script)), "-n", self.name, *arguments]
+    def ctl(self, *arguments: str, timeout: float = CTL_TIMEOUT) -> str:
+        """Runs ``rabbitmqctl -n <node> <arguments>``; its output, or RabbitNodeError with what it printed."""
+        command = [script("rabbitmqctl"), "-n", self.name, *arguments]
+        what = f"rabbitmqctl {' '.join(arguments)} on {self.name}"
         try:
             done = subprocess.run(
                 command, env=self.environment(), capture_output=True, text=True, timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
-            raise RabbitNodeError(f"{script} {' '.join(arguments)} on {self.name}: no answer in {timeout} s") from exc
+            raise RabbitNodeError(f"{what}: no answer in {timeout:.0f} s") from exc
         if done.returncode != 0:
             raise RabbitNodeError(
-                f"{script} {' '.join(arguments)} on {self.name} failed with code {done.returncode}:\n"
-                f"{done.stdout.strip()}\n{done.stderr.strip()}{self._log_tail()}"
+                f"{what} failed with code {done.returncode}:\n{done.stdout.strip()}\n{done.stderr.strip()}"
+                f"{self.log_tail()}"
             )
         return done.stdout
 
-    def ctl_json(self, *arguments: str, script: str = "rabbitmqctl") -> Any:
-        """A CLI command's answer parsed from ``--formatter json``."""
-        return json.loads(self.ctl(*arguments, "--formatter", "json", script=script))
+    def ctl_json(self, *arguments: str) -> Any:
+        """A rabbitmqctl command's answer parsed from ``--formatter json``."""
+        return json.loads(self.ctl(*arguments, "--formatter", "json"))
 
     def running_nodes(self) -> set[str]:
         """The nodes this node sees running in its cluster (itself included)."""
@@ -275,11 +296,20 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
             "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.folder / "log"),
-            "RABBITMQ_PID_FILE": str(self.folder / "node.pid"),
-            # distribution and a possibly started epmd on loopback only
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            # distribution, and an epmd the VM starts when none runs, on loopback only
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
+
+    def log_tail(self) -> str:
+        """The last lines of the node's logs, to append to an error message."""
+        parts = []
+        for path in (self.folder / "stdout.log", self.log_file):
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                parts.append(f"\n--- last lines of {path} ---\n" + "\n".join(tail))
+        return "".join(parts)
 
     def _write_config(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -287,14 +317,6 @@ class RabbitNode:
         (self.folder / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
         (self.folder / "rabbitmq-env.conf").write_text("# every setting comes from the environment\n")
         (self.folder / "enabled_plugins").write_text("[].\n")  # no management plugin, no plugin at all
-
-    def _log_tail(self) -> str:
-        parts = []
-        for path in (self.folder / "stdout.log", self.log_file):
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-                parts.append(f"\n--- last lines of {path} ---\n" + "\n".join(tail))
-        return "".join(parts)
 
 
 class RabbitCluster:
@@ -312,20 +334,21 @@ class RabbitCluster:
         if size < 1:
             raise ValueError(f"RabbitCluster size must be at least 1, got {size}")
         run = uuid.uuid4().hex[:6]  # node names are unique on the machine's epmd: test runs may overlap
+        ports = iter(free_ports(size * (3 if tls else 2)))
         self.folder = folder
         self.home = folder / "home"
         self.nodes = [
             RabbitNode(
                 name=f"cm-test-{run}-{number}@localhost",
-                amqp_port=free_port(),
-                dist_port=free_port(),
+                amqp_port=next(ports),
+                dist_port=next(ports),
                 folder=folder / f"node{number}",
                 home=self.home,
-                tls=TlsListener(free_port(), tls, require_client_certificate) if tls else None,
+                tls=TlsListener(next(ports), tls, require_client_certificate) if tls else None,
             )
             for number in range(1, size + 1)
         ]
-        #: seconds taken by the last ``start``: every node booted, then the cluster formed
+        #: seconds the last ``start`` took to boot every node, then to form the cluster
         self.boot_seconds = 0.0
         self.cluster_seconds = 0.0
 
@@ -359,7 +382,7 @@ class RabbitCluster:
         return {node.name for node in self.nodes}
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Boots every node at once, waits for each, then joins nodes 2..n to node 1 and waits until each node
+        """Boots every node at once, waits for each, then joins nodes 2..n to node 1 and waits until every node
         sees all of them running."""
         self._write_cookie()
         began = time.monotonic()
@@ -377,15 +400,15 @@ class RabbitCluster:
         self.wait_until_clustered(timeout)
         self.cluster_seconds = time.monotonic() - booted
 
-    def wait_until_clustered(self, timeout: float = STARTUP_TIMEOUT, nodes: Sequence[RabbitNode] = ()) -> None:
-        """Waits until every node of ``nodes`` (default: all) sees every node of the cluster running."""
+    def wait_until_clustered(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Waits until every node sees every node of the cluster running."""
         deadline = time.monotonic() + timeout
-        for node in nodes or self.nodes:
+        for node in self.nodes:
             while (seen := node.running_nodes()) != self.names:
                 if time.monotonic() > deadline:
                     raise RabbitNodeError(
                         f"{node.name} sees {sorted(seen)} running, not all of {sorted(self.names)}, "
-                        f"after {timeout:.0f} s{node._log_tail()}"
+                        f"after {timeout:.0f} s{node.log_tail()}"
                     )
                 time.sleep(0.2)
 
@@ -397,12 +420,9 @@ class RabbitCluster:
         raise RabbitNodeError(f"no node of {self!r} listens on port {port}")
 
     def stop(self) -> None:
-        """Stops every node that runs (all at once: a node waits for its peers' answers while shutting down)."""
+        """Stops every node that runs, all at once (a node shutting down waits for its peers' answers)."""
         for node in self.nodes:
-            process = node._process
-            if process is not None and process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
+            node.terminate()
         for node in self.nodes:
             node.stop()
 
@@ -412,3 +432,11 @@ class RabbitCluster:
         if not cookie.exists():
             cookie.write_text(secrets.token_hex(20).upper())
             cookie.chmod(0o400)  # Erlang refuses a cookie file others can read
+
+
+def _die_with_parent() -> list[str]:
+    """A command prefix that makes the start script receive SIGTERM when the test process dies, even by SIGKILL
+    (util-linux ``setpriv --pdeathsig``, Linux's PR_SET_PDEATHSIG), so that no node outlives the test run; the
+    script turns SIGTERM into a clean shutdown. Empty where setpriv is missing."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
