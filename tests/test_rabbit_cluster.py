@@ -1,6 +1,7 @@
-"""A real three-node RabbitMQ cluster (tests/support/rabbit_cluster.py): it forms, a quorum queue on it replicates,
-and a kombu publisher with failover URLs and publisher confirms survives the hard kill of its node, losing nothing
-the broker confirmed. kombu is used directly: the package cannot be configured for several URLs yet.
+"""A real three-node RabbitMQ cluster (tests/support/rabbit_cluster.py): it forms, a quorum queue on it keeps what
+it confirmed when its leader dies, and a kombu publisher (with publisher confirms) and a kombu consumer given
+failover URLs survive the hard kill of the node they are connected to, losing nothing; the killed node restarts and
+rejoins. kombu is used directly: the package cannot be configured for several URLs yet.
 
 Run alone with ``pytest -m cluster``; the cluster is started once for the module and stopped at its end."""
 
@@ -30,6 +31,7 @@ QUORUM = {"x-queue-type": "quorum"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three clustered nodes for the whole module; a test that kills one restarts it before it ends."""
     require_rabbitmq_server()
     with RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster"), size=3) as started:
         sys.stderr.write(

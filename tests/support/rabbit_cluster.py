@@ -47,6 +47,7 @@ CTL_TIMEOUT = 120.0
 #: ports rabbitmqctl itself listens on for its distribution connection (RABBITMQ_CTL_DIST_PORT_MIN..MAX)
 CLI_DIST_PORTS = range(35672, 35683)
 LOG_TAIL_LINES = 30
+NOT_FOUND = f"not found in {DEBIAN_SCRIPTS} nor on PATH (Debian package rabbitmq-server)"
 
 
 class RabbitNodeError(RuntimeError):
@@ -63,9 +64,10 @@ def find_script(name: str) -> Path | None:
 
 
 def script(name: str) -> str:
+    """``find_script`` as a command-line word, or RabbitNodeError when the script is missing."""
     found = find_script(name)
     if found is None:
-        raise RabbitNodeError(f"{name} not found in {DEBIAN_SCRIPTS} nor on PATH (Debian package rabbitmq-server)")
+        raise RabbitNodeError(f"{name} {NOT_FOUND}")
     return str(found)
 
 
@@ -73,7 +75,7 @@ def missing_rabbitmq_server() -> str | None:
     """Why test nodes cannot be started here, or None when rabbitmq-server and rabbitmqctl are installed."""
     missing = [name for name in ("rabbitmq-server", "rabbitmqctl") if find_script(name) is None]
     if missing:
-        return f"{' and '.join(missing)} not found in {DEBIAN_SCRIPTS} nor on PATH (Debian package rabbitmq-server)"
+        return f"{' and '.join(missing)} {NOT_FOUND}"
     return None
 
 
