@@ -15,10 +15,10 @@ from container_messaging.config import (
     load_ini,
     load_settings,
     load_yaml,
-    mask_url,
     settings_from_dict,
 )
 from container_messaging.errors import ConfigurationError
+from container_messaging.redaction import mask_url
 
 FULL_YAML = """\
 service_name: billing
