@@ -606,7 +606,12 @@ class DeduplicationSettings:
 
 @attrs.frozen
 class Settings:
-    """Everything a configuration file says; ``source`` is the file it came from (not a key, not compared)."""
+    """Everything a configuration file says.
+
+    Two attributes are not keys and not compared: ``source``, the file (or label) the settings came from, for error
+    messages; ``folder``, the absolute folder of the configuration file (None when not loaded from a file), where
+    ``scan`` looks for modules first.
+    """
 
     service_name: str | None = _option(None, _check_service_name)
     scan: tuple[str, ...] = _option((), _check_scan)
@@ -617,14 +622,16 @@ class Settings:
     consumer: ConsumerSettings = attrs.field(factory=ConsumerSettings)
     deduplication: DeduplicationSettings = attrs.field(factory=DeduplicationSettings)
     source: str | None = attrs.field(default=None, eq=False)
+    folder: str | None = attrs.field(default=None, eq=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as a nested plain dict of configuration keys (``scan`` as a list, no ``source``).
+        """The settings as a nested plain dict of configuration keys (``scan`` as a list, no ``source``/``folder``).
 
         The URLs are included as :class:`SecretUrl` values (their text unmasked, their repr masked), so that
         ``settings_from_dict(settings.as_dict())`` gives equal settings and printing the dict shows no password.
         """
-        data = attrs.asdict(self, filter=attrs.filters.exclude(attrs.fields(Settings).source))
+        fields = attrs.fields(Settings)
+        data = attrs.asdict(self, filter=attrs.filters.exclude(fields.source, fields.folder))
         data["scan"] = list(self.scan)
         data["recoverability"]["delayed_retries"] = list(self.recoverability.delayed_retries)
         return data
@@ -649,9 +656,12 @@ def _group_names() -> dict[type, str]:
     return {field.type: field.name for field in attrs.fields(Settings) if field.type in _GROUPS}
 
 
+_NOT_KEYS: Final = ("source", "folder")
+
+
 def _keys(cls: type) -> list[str]:
-    """The configuration keys of a settings class (``Settings.source`` is not one)."""
-    return [field.name for field in attrs.fields(cls) if field.name != "source"]
+    """The configuration keys of a settings class (``Settings.source`` and ``Settings.folder`` are not keys)."""
+    return [field.name for field in attrs.fields(cls) if field.name not in _NOT_KEYS]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -753,6 +763,11 @@ def settings_from_dict(
 # Files
 
 
+def _from_file(data: Any, source: str, environ: Mapping[str, str] | None) -> Settings:
+    settings = settings_from_dict(data, source, environ=environ)
+    return attrs.evolve(settings, folder=os.path.dirname(os.path.abspath(source)))
+
+
 def _read_text(source: str) -> str:
     try:
         with open(source, encoding="utf-8-sig") as file:
@@ -790,7 +805,7 @@ def load_yaml(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None
         raise ConfigurationError(f"{source}: YAML error: {exc}") from exc
     if data is None:
         data = {}
-    return settings_from_dict(data, source, environ=environ)
+    return _from_file(data, source, environ)
 
 
 class _IniParser(configparser.ConfigParser):
@@ -853,7 +868,7 @@ def load_ini(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None 
             data[section] = items
         else:
             raise ConfigurationError(f"{source}: unknown section [{section}] (known: {known_sections})")
-    return settings_from_dict(data, source, environ=environ)
+    return _from_file(data, source, environ)
 
 
 def load_settings(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Settings:
