@@ -417,7 +417,7 @@ _SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9._-]+")
 def _check_service_name(value: str | None) -> str | None:
     if value is None or _SERVICE_NAME.fullmatch(value):
         return None
-    return f"must be non-empty and contain only letters, digits, '.', '_' and '-', got {value!r}"
+    return f"must be non-empty and contain only letters, digits, '.', '_' and '-', got {_describe(value)}"
 
 
 def _is_dotted_name(name: str) -> bool:
@@ -427,7 +427,7 @@ def _is_dotted_name(name: str) -> bool:
 def _check_scan(value: tuple[str, ...]) -> str | None:
     for entry in value:
         if not _is_dotted_name(entry):
-            return f"{entry!r} is not a dotted module name (like 'billing.handlers')"
+            return f"{_describe(entry)} is not a dotted module name (like 'billing.handlers')"
     return None
 
 
@@ -499,7 +499,7 @@ def _check_dedup_store(value: str) -> str | None:
 def _check_json_keys(value: str) -> str | None:
     if value in _JSON_KEYS:
         return None
-    return f"must be one of {', '.join(repr(choice) for choice in _JSON_KEYS)}, got {value!r}"
+    return f"must be one of {', '.join(repr(choice) for choice in _JSON_KEYS)}, got {_describe(value)}"
 
 
 def _validator(check: _Check | None) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -687,7 +687,8 @@ def _settings_converter(environ: Mapping[str, str]) -> cattrs.Converter:
 
     for cls, name in _group_names().items():
         converter.register_structure_hook(cls, _group_hook(converter, cls, name))
-    converter.register_structure_hook(Settings, make_dict_structure_fn(Settings, converter, source=override(omit=True)))
+    settings_hook = make_dict_structure_fn(Settings, converter, source=override(omit=True), folder=override(omit=True))
+    converter.register_structure_hook(Settings, settings_hook)
     return converter
 
 
@@ -803,6 +804,13 @@ def load_yaml(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None
         raise _yaml_syntax_error(source, exc) from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{source}: YAML error: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        # PyYAML's constructor of an explicitly tagged scalar (!!int, !!float, !!bool, !!timestamp) failed; its
+        # message quotes the value, which may be a password, so it is neither shown nor chained.
+        raise ConfigurationError(
+            f"{source}: YAML error: a value with an explicit tag (such as !!int, !!float, !!bool or !!timestamp) "
+            f"cannot be read as that type ({type(exc).__name__})"
+        ) from None
     if data is None:
         data = {}
     return _from_file(data, source, environ)
