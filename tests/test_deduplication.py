@@ -364,3 +364,21 @@ def test_every_store_satisfies_the_protocol(tmp_path: Path) -> None:
         SqliteDeduplication(tmp_path / "x.sqlite3", window=1),
     ]
     assert all(isinstance(store, DeduplicationStore) for store in stores)
+
+
+def test_sqlite_store_file_and_folders_are_owner_only(tmp_path: Path) -> None:
+    """The SQLite store creates its missing folders 0700 and its file (and WAL files) 0600: no group or other access."""
+    path = tmp_path / "var" / "dedup" / "store.sqlite3"
+    store = SqliteDeduplication(path, window=60)
+    try:
+        store.remember("orders:1:handler")
+        created = [path.parent.parent, path.parent, path, *path.parent.glob("store.sqlite3-*")]
+        modes = {p.name: p.stat().st_mode & 0o777 for p in created}
+    finally:
+        store.close()
+
+    assert modes["var"] == 0o700
+    assert modes["dedup"] == 0o700
+    assert modes["store.sqlite3"] == 0o600
+    assert {mode for name, mode in modes.items() if name.startswith("store.sqlite3-")} <= {0o600}
+    assert len(modes) >= 4  # the WAL file exists while the connection is open
