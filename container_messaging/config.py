@@ -9,7 +9,8 @@ Top-level keys (INI section ``[container_messaging]``):
     This service's name, used to route distributed messages to it.  Letters, digits, ``.``, ``_`` and ``-`` only.
 ``scan`` (default: nothing)
     Dotted module or package names to import and scan for handlers.  A YAML list, or a string of names separated by
-    commas and/or newlines (the only form an INI file has).
+    commas and/or newlines (the only form an INI file has).  Looked for in the configuration file's folder first
+    (``Settings.folder``), then on ``sys.path`` (see :mod:`container_messaging.scanning`).
 
 Group ``transport`` (YAML mapping / INI section ``[transport]``):
 
@@ -88,8 +89,9 @@ Values:
   each string item is interpolated.
 * Booleans are YAML booleans or the strings ``true/false/yes/no/on/off/1/0`` (any case).  Integers and numbers
   may be written as strings.  String keys (``service_name``, ``url``...) must be strings in YAML: quote them.
-* In YAML, ``null`` is allowed for ``service_name``, for ``scan`` (no modules) and for a whole group (all of its
-  defaults); it is an error anywhere else.
+* In YAML, ``null`` is allowed for ``service_name``, the ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile`` paths,
+  ``scan`` (no modules), ``delayed_retries`` (no delayed retries) and a whole group (all of its defaults); it is an
+  error anywhere else.
 * INI files are read without ``%`` interpolation and keep the case of keys; a ``[DEFAULT]`` section with keys is
   an error, as is any section not listed above.  Inline comments are not supported (``#`` or ``;`` after a value
   are part of the value).
@@ -121,8 +123,10 @@ The same in INI::
 Every error is a :class:`~container_messaging.errors.ConfigurationError` whose message starts with the file (or
 ``<dict>``) and names the dotted key path, e.g.
 ``configs/billing.yaml: transport.prefetch_count: expected an integer, got 'abc'``; an unknown key lists the known
-ones.  Every bad key of a file is reported, separated by ``; ``.  No error quotes a password: a syntax error names
-the line and column without the line's text, and a wrong value shows a list or mapping only by its type.
+ones.  The bad keys found in one pass are reported together, separated by ``; `` (unknown keys first; a range or
+pattern check of a group runs once its keys all have the right type).  No error quotes a password: a syntax error
+names the line and column without the line's text, a quoted string has its URL password masked, and a list or
+mapping is shown only by its type.
 
 The file's keys are structured with cattrs: one structure hook per value type (``str``, ``int``, ``float``,
 ``bool``, ``str | None``, :class:`~container_messaging.redaction.SecretUrl`, the lists), which interpolates and
@@ -345,20 +349,14 @@ def _parse_bool(value: Any, read: _Read) -> bool:
     raise _wrong("a boolean (true/false/yes/no/on/off/1/0)", value)
 
 
-def _parse_list(
-    value: Any, read: _Read, expected: str, item: Callable[[Any, _Read], _T], items_only: type
-) -> tuple[_T, ...]:
-    """A list setting: a tuple in code; a list, a comma/newline separated string or null in a file."""
-    if read is None:
-        if isinstance(value, tuple) and all(isinstance(entry, items_only) for entry in value):
-            return value
-        raise _wrong(expected, value)
-    if value is None:
+def _parse_list(value: Any, read: _Read, expected: str, item: Callable[[Any, _Read], _T]) -> tuple[_T, ...]:
+    """A list setting: a tuple in code; in a file a list, a comma/newline separated string, or null (empty)."""
+    if read is not None and value is None:
         return ()
-    if isinstance(value, str):
+    if read is not None and isinstance(value, str):
         parts = (part.strip() for part in _LIST_SEPARATORS.split(read(value)))
         return tuple(item(part, _literal) for part in parts if part)
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, (tuple,) if read is None else (list, tuple)):
         raise _wrong(expected, value)
     parsed: list[_T] = []
     for index, entry in enumerate(value):
@@ -382,15 +380,12 @@ def _parse_delay(value: Any, read: _Read) -> int:
 
 def _parse_module_names(value: Any, read: _Read) -> tuple[str, ...]:
     expected = "a list of dotted module names or a comma-separated string"
-    return _parse_list(value, read, expected, _parse_module_name, str)
+    return _parse_list(value, read, expected, _parse_module_name)
 
 
 def _parse_delays(value: Any, read: _Read) -> tuple[int, ...]:
     expected = "a list of positive integers (milliseconds) or a comma-separated string"
-    delays = _parse_list(value, read, expected, _parse_delay, int)
-    if read is None and any(isinstance(delay, bool) for delay in delays):
-        raise _wrong(expected, value)
-    return delays
+    return _parse_list(value, read, expected, _parse_delay)
 
 
 _PARSERS: Final[Mapping[Any, Callable[[Any, _Read], Any]]] = {
@@ -509,7 +504,7 @@ def _validator(check: _Check | None) -> Callable[[Any, attrs.Attribute[Any], Any
         try:
             _PARSERS[attribute.type](value, None)
         except _Problem as exc:
-            raise _FieldError(type(instance), attribute.name, exc.problem) from None
+            raise _FieldError(type(instance), f"{attribute.name}{exc.at}", exc.problem) from None
         if check is not None and (problem := check(value)) is not None:
             raise _FieldError(type(instance), attribute.name, problem)
 
