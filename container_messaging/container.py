@@ -61,6 +61,18 @@ class MessagingContainer:
             camel_case=s.conversion.json_keys == "camelCase", forbid_unknown_keys=s.conversion.forbid_unknown_keys
         )
         self.topology = DistributedTopology(s.distribution.exchange, s.distribution.queue_prefix)
+        self.routes = RoutingTable()
+        transport_provider = self._register_framework(transport)
+        if app is not None:
+            self._injector.register_container(app)
+        # The buses exist before the handlers (they share the routing table, filled below), so a handler's
+        # constructor and its method-injected parameters resolve at once, and every error surfaces here, at boot.
+        self._register_buses(transport_provider)
+        self._register_handlers()
+
+    def _register_framework(self, transport: BaseTransport | None) -> Any:
+        """The settings, the converter, the transport and the deduplication store; returns the transport's provider."""
+        s = self.settings
         if transport is not None:
             self._opened.append(transport)
         transport_provider: Any = (
@@ -78,7 +90,6 @@ class MessagingContainer:
         config = providers.Configuration(strict=True)
         config.from_dict(s.as_dict())  # the URLs stay SecretUrl values: the dict's repr shows no password
         self.di.set_provider("messaging_config", config)
-
         framework: dict[str, tuple[type | None, Any]] = {
             "messaging_settings": (Settings, providers.Object(s)),
             "messaging_container": (MessagingContainer, providers.Object(self)),
@@ -88,12 +99,11 @@ class MessagingContainer:
         }
         for name, (tp, provider) in framework.items():
             self._injector.register(name, tp, provider, "the framework")
-        if app is not None:
-            self._injector.register_container(app)
+        return transport_provider
 
-        # The buses exist before the handlers (they share the routing table, filled below), so a handler's
-        # constructor and its method-injected parameters resolve at once, and every error surfaces here, at boot.
-        self.routes = RoutingTable()
+    def _register_buses(self, transport_provider: Any) -> None:
+        """The local buses on the routing table, and the distributed bus when there is a service_name."""
+        s = self.settings
         buses: dict[str, tuple[type, Any]] = {
             "command_bus": (CommandBus, CommandBus(self.routes)),
             "query_bus": (QueryBus, QueryBus(self.routes)),
@@ -102,23 +112,26 @@ class MessagingContainer:
         }
         for name, (tp, bus) in buses.items():
             self._injector.register(name, tp, providers.Object(bus), "the framework")
-        if s.service_name is not None:
-            self._injector.register(
-                "distributed_bus",
-                DistributedBus,
-                providers.Singleton(
-                    DistributedBus,
-                    service_name=s.service_name,
-                    transport=transport_provider,
-                    converter=self.converter,
-                    topology=self.topology,
-                    auto_declare=s.transport.auto_declare,
-                ),
-                "the framework",
-            )
-        else:
+        if s.service_name is None:
             self._injector.refuse(DistributedBus, self._needs_service_name)
+            return
+        self._injector.register(
+            "distributed_bus",
+            DistributedBus,
+            providers.Singleton(
+                DistributedBus,
+                service_name=s.service_name,
+                transport=transport_provider,
+                converter=self.converter,
+                topology=self.topology,
+                auto_declare=s.transport.auto_declare,
+            ),
+            "the framework",
+        )
 
+    def _register_handlers(self) -> None:
+        """Scans the configured modules (the configuration file's folder first) and routes every handler found."""
+        s = self.settings
         handlers = [self._build_handler(found) for found in scan(s.scan, folders=[s.folder] if s.folder else [])]
         distributed = [h.name for h in handlers if h.distributed]
         if distributed and s.service_name is None:
