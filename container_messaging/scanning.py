@@ -25,9 +25,15 @@ from typing import Any
 import attrs
 
 from container_messaging.errors import HandlerDefinitionError, ScanError
-from container_messaging.markers import HandlerMarker, is_distributed, markers_of
+from container_messaging.markers import (
+    HandlerMarker,
+    SendingDeclaration,
+    is_distributed,
+    markers_of,
+    sending_declarations_of,
+)
 
-__all__ = ["FoundHandler", "scan"]
+__all__ = ["FoundHandler", "FoundSender", "scan", "scan_senders"]
 
 
 @attrs.frozen
@@ -124,4 +130,49 @@ def scan(modules: Iterable[str], *, folders: Sequence[str] = ()) -> tuple[FoundH
                     continue
                 seen.add(module.__name__)
                 found.extend(_scan_module(module))
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sending declarations (@sends_command, @publishes, @sends_message): found in the same modules as the handlers
+
+
+@attrs.frozen
+class FoundSender:
+    """One sending declaration of a function: its owner class (None for a module-level function) and what it says."""
+
+    owner: type | None
+    function: Callable[..., Any] = attrs.field(repr=False)
+    declaration: SendingDeclaration
+    name: str
+
+
+def _functions(module: types.ModuleType) -> Iterator[tuple[Any, type | None, str]]:
+    """Each function and method the module defines, with its owner class and qualified name."""
+    modname = module.__name__
+    for attr_name, obj in sorted(vars(module).items()):
+        if getattr(obj, "__module__", None) != modname:
+            continue
+        if inspect.isclass(obj):
+            for member_name, member in obj.__dict__.items():
+                yield member, obj, f"{modname}.{obj.__qualname__}.{member_name}"
+        elif inspect.isfunction(obj):
+            yield obj, None, f"{modname}.{attr_name}"
+
+
+def scan_senders(modules: Iterable[str]) -> tuple[FoundSender, ...]:
+    """Imports the modules as :func:`scan` does and returns every sending declaration found, in order."""
+    found: list[FoundSender] = []
+    seen: set[str] = set()
+    for root in modules:
+        for module in _modules(root):
+            if module.__name__ in seen:
+                continue
+            seen.add(module.__name__)
+            for member, owner, qualname in _functions(module):
+                func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                for declaration in sending_declarations_of(func):
+                    found.append(
+                        FoundSender(None if isinstance(member, staticmethod) else owner, func, declaration, qualname)
+                    )
     return tuple(found)
