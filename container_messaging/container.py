@@ -140,13 +140,6 @@ class MessagingContainer:
                 "need a configured service_name"
             )
         self.routes.extend(handlers)
-        if not s.scan and self.list():
-            log.warning(
-                "%s: scan is empty, so endpoint %r has no handlers: the commands and messages it receives go to its "
-                "dead letter and its events are dropped; list your handler modules under scan",
-                self._source,
-                s.service_name,
-            )
 
     # -- construction helpers ----------------------------------------------------------------------------------
 
@@ -237,6 +230,13 @@ class MessagingContainer:
         """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication)."""
         self._check_endpoint(name)
         s = self.settings
+        if not s.scan:  # a sender needs no handlers; a consumer without any would dead-letter all it receives
+            log.warning(
+                "%s: scan is empty, so endpoint %r has no handlers: the commands and messages it receives go to its "
+                "dead letter and its events are dropped; list your handler modules under scan",
+                self._source,
+                name,
+            )
         return EndpointConsumer(
             name=name,
             transport=self.transport,

@@ -275,27 +275,23 @@ def test_missing_dependency_of_a_scanned_module_gets_no_folder_hint(make_module)
 # -- an endpoint with nothing to handle -----------------------------------------------------------------------------
 
 
-def test_empty_scan_with_an_endpoint_warns_naming_the_config_file(
+def test_empty_scan_warns_naming_the_config_file_when_the_endpoint_is_built(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A config with a service_name (so an endpoint to run) and an empty scan logs a warning naming the file."""
+    """A config with an endpoint and an empty scan builds quietly (a sender needs no handlers) and logs one warning
+    naming the file when the endpoint's consumer is built to run."""
     config = tmp_path / "billing.yaml"
     config.write_text("service_name: billing\ntransport:\n  url: memory://\n")
 
     with caplog.at_level(logging.WARNING, logger="container_messaging"):
-        MessagingContainer.from_yaml(config)
+        container = MessagingContainer.from_yaml(config)
+        built_quietly = not caplog.records
+        container.endpoint("billing")
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert built_quietly
     assert len(warnings) == 1
     assert warnings[0].startswith(f"{config}: scan is empty, so endpoint 'billing' has no handlers")
-
-
-def test_no_empty_scan_warning_without_an_endpoint(caplog: pytest.LogCaptureFixture) -> None:
-    """No warning for an empty scan when there is no service_name, so no endpoint to run."""
-    with caplog.at_level(logging.WARNING, logger="container_messaging"):
-        build()
-
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_no_empty_scan_warning_when_scan_lists_modules(make_module, caplog: pytest.LogCaptureFixture) -> None:
@@ -303,6 +299,6 @@ def test_no_empty_scan_warning_when_scan_lists_modules(make_module, caplog: pyte
     name = make_module("sc_quiet", SERVICE.format(cls="Quiet", key="scan.quiet"))
 
     with caplog.at_level(logging.WARNING, logger="container_messaging"):
-        build(name, service_name="sc-has-handlers")
+        build(name, service_name="sc-has-handlers").endpoint("sc-has-handlers")
 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
