@@ -55,6 +55,7 @@ from container_messaging.markers import (
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
+from container_messaging.redaction import SecretUrl
 
 __all__ = [
     "AmbiguousDependencyError",
@@ -97,6 +98,7 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "ScanError",
+    "SecretUrl",
     "Settings",
     "TransportError",
     "TransportSettings",

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
+from container_messaging.config import CONFIG_ENV, config_path
 from container_messaging.container import MessagingContainer
 from container_messaging.distributed import DistributedBus
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
@@ -46,7 +47,6 @@ from container_messaging.redaction import mask_url
 __all__ = ["CONFIG_ENV", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "build_parser", "main"]
 
 PROG: Final = "container-messaging"
-CONFIG_ENV: Final = "CONTAINER_MESSAGING_CONFIG"
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -540,7 +540,7 @@ _DOCS_COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    path: str | None = getattr(args, "config_after", None) or args.config or os.environ.get(CONFIG_ENV) or None
+    path = config_path(getattr(args, "config_after", None) or args.config)
     if path is None:
         raise UsageError(f"no configuration file: pass --config PATH or set {CONFIG_ENV}")
     return path
