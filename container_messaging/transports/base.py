@@ -15,8 +15,8 @@ from typing import Any, Final
 import attrs
 
 __all__ = [
-    "DELIVER_AT",
     "BaseTransport",
+    "DELIVER_AT",
     "Delivery",
     "EndpointTopology",
     "OutboundMessage",
