@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,22 +123,21 @@ def test_the_dead_letter_commands_list_show_replay_and_delete(portal: MessagingC
     """A command the portal has no handler for lands in its dead letter; ``messaging dead-letter`` lists it, shows
     it, replays it (it fails again, back in the dead letter) and deletes it."""
     messaging("setup", "portal")
-    portal.get(DistributedBus).send_command(
-        "portal", "portal.unknown", '{"a": 1}', "application/json", metadata={"id": "poison-1"}
-    )
+    poison = str(uuid.uuid4())
+    portal.get(DistributedBus).send_command("portal", "portal.unknown", '{"a": 1}', "application/json", {"id": poison})
     assert messaging("run", "portal", *LIMITS).startswith("portal: handled 0, failed 1")
 
     listed = json.loads(messaging("dead-letter", "list", "--json"))
-    assert [(entry["message_id"], entry["routing_key"]) for entry in listed] == [("poison-1", "portal.unknown")]
-    assert "poison-1" in messaging("dead-letter", "list").splitlines()[1]
-    shown = json.loads(messaging("dead-letter", "show", "poison-1"))
-    assert [(entry["message_id"], entry["body"]) for entry in shown] == [("poison-1", '{"a": 1}')]
+    assert [(entry["message_id"], entry["routing_key"]) for entry in listed] == [(poison, "portal.unknown")]
+    assert poison in messaging("dead-letter", "list").splitlines()[1]
+    shown = json.loads(messaging("dead-letter", "show", poison))
+    assert [(entry["message_id"], entry["body"]) for entry in shown] == [(poison, '{"a": 1}')]
 
-    assert messaging("dead-letter", "replay", "poison-1") == "replayed 1 message to portal\n"
+    assert messaging("dead-letter", "replay", poison) == "replayed 1 message to portal\n"
     assert json.loads(messaging("dead-letter", "list", "--json")) == []
     assert messaging("run", "portal", *LIMITS).startswith("portal: handled 0, failed 1")  # the replayed copy
 
-    assert messaging("dead-letter", "delete", "poison-1") == "deleted 1 dead letter entry of poison-1\n"
+    assert messaging("dead-letter", "delete", poison) == f"deleted 1 dead letter entry of {poison}\n"
     assert json.loads(messaging("dead-letter", "list", "--json")) == []
 
 

@@ -48,13 +48,13 @@ from container_messaging.errors import ConfigurationError
 from container_messaging.integrations.background import BackgroundConsumer
 
 __all__ = [
-    "STATE_ATTRIBUTE",
     "CommandBusDep",
     "DistributedBusDep",
     "EventBusDep",
     "MessagingConfig",
     "MessagingDep",
     "QueryBusDep",
+    "STATE_ATTRIBUTE",
     "from_messaging",
     "get_messaging",
     "messaging",

@@ -34,6 +34,8 @@ from container_messaging.container import MessagingContainer
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
 from container_messaging.integrations.django.conf import build_container
 
+__all__ = ["Command"]
+
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
