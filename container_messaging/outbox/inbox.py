@@ -24,7 +24,7 @@ class Inbox:
         values = {"message_id": message_id, "handler": handler, "handled_at": now}
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(self.table).values(values).on_conflict_do_nothing()
-        return connection.execute(statement).rowcount == 1
+        return connection.execute(statement.returning(self.table.c.message_id)).first() is not None
 
     def handled(self, connection: Connection, message_id: str, handler: str) -> bool:
         c = self.table.c
