@@ -34,7 +34,7 @@ from container_messaging.outbox.inbox import Inbox
 from container_messaging.outbox.settings import OutboxSettings
 from container_messaging.outbox.store import OutboxStore
 
-__all__ = ["RELAY_ENDPOINT", "OutboxRelay", "Retention"]
+__all__ = ["OutboxRelay", "RELAY_ENDPOINT", "Retention"]
 
 log = logging.getLogger("container_messaging.outbox")
 
