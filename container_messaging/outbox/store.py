@@ -1,14 +1,15 @@
 """The outbox table's rows: written in the application's transaction, claimed (locked) for publishing, marked sent.
 
-Claiming locks the rows for the claiming transaction: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
-relays never take one row at once and neither waits for the other; SQLite has no row locks, so a claim takes the
-database's write lock first and claimers take turns.
+Claiming marks rows sent and locks them for the claiming transaction, which commits after they were published:
+``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` on PostgreSQL, so two relays never take one row at
+once and neither waits for the other; SQLite has no row locks, so the UPDATE takes the database's write lock and
+claimers take turns.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -113,28 +114,23 @@ class OutboxStore:
     def claim(
         self, connection: Connection, *, now: float, limit: int, row_ids: Sequence[int] | None = None
     ) -> list[OutboxEntry]:
-        """Locks and returns up to ``limit`` pending rows due by ``now`` (only ``row_ids`` when given), oldest first.
-        The rows stay locked until the connection's transaction ends."""
+        """Takes up to ``limit`` pending rows due by ``now`` (only ``row_ids`` when given), oldest first: one
+        statement marks them sent and returns them. The mark holds only if the connection's transaction commits, so
+        commit after publishing them (a rollback, or a crash, gives them back); meanwhile the rows stay locked."""
         c = self.table.c
-        if connection.dialect.name == "sqlite":
-            # No row locks: the write lock, taken now, makes other claimers wait until this transaction ends.
-            connection.execute(update(self.table).where(c.id == -1).values(attempts=c.attempts))
         due = c.id.in_(row_ids) if row_ids is not None else c.available_at <= now
-        query = select(*self._columns).where(c.sent_at.is_(None), due)
-        query = query.order_by(c.id).limit(limit).with_for_update(skip_locked=True)
-        return [self._entry(row) for row in connection.execute(query)]
-
-    def mark_sent(self, connection: Connection, row_ids: Iterable[int], now: float) -> None:
-        ids = list(row_ids)
-        if ids:
-            connection.execute(update(self.table).where(self.table.c.id.in_(ids)).values(sent_at=now))
+        chosen = select(c.id).where(c.sent_at.is_(None), due).order_by(c.id).limit(limit)
+        # On SQLite (no row locks) the UPDATE takes the database's write lock: claimers take turns.
+        statement = update(self.table).where(c.id.in_(chosen.with_for_update(skip_locked=True)))
+        rows = connection.execute(statement.values(sent_at=now).returning(*self._columns))
+        return sorted((self._entry(row) for row in rows), key=lambda entry: entry.row_id)
 
     def mark_failed(self, connection: Connection, entry: OutboxEntry, error: str, retry_at: float) -> None:
-        """Records a failed publish: the row stays pending, not tried again before ``retry_at``."""
+        """Records a failed publish of a claimed row: it stays pending, not tried again before ``retry_at``."""
         connection.execute(
             update(self.table)
             .where(self.table.c.id == entry.row_id)
-            .values(attempts=entry.attempts + 1, last_error=error[:4000], available_at=retry_at)
+            .values(sent_at=None, attempts=entry.attempts + 1, last_error=error[:4000], available_at=retry_at)
         )
 
     def delete_sent_before(self, connection: Connection, cutoff: float, limit: int) -> int:
