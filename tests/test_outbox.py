@@ -242,6 +242,31 @@ def test_outside_a_unit_of_work_messages_go_straight_to_the_broker(
     assert outbox_rows(service) == []
 
 
+def test_a_batch_inside_a_unit_of_work_is_written_to_the_outbox_and_the_exchange_is_declared_later(
+    make_service: Callable[..., Service], recording: RecordingTransport, unique: str
+) -> None:
+    """DistributedBus.batch() inside a unit of work writes its messages as outbox rows (published after the commit,
+    in order); the exchange the bus asked for inside the unit of work is declared before its next direct send."""
+    service = make_service()
+    declared: list[str] = []
+    original = recording.declare_exchange
+
+    def declare(exchange: str) -> None:
+        declared.append(exchange)
+        original(exchange)
+
+    recording.declare_exchange = declare  # type: ignore[method-assign]
+    bus = service.container.get(DistributedBus)
+    with service.outbox.unit_of_work.begin(), bus.batch():
+        for seq in range(3):
+            send(service, seq, unique=unique)
+    assert declared == ["ecotone.distributed"]  # by the publish after the commit
+    assert [row.message_id for row in outbox_rows(service)] == recording.published and len(recording.published) == 3
+    send(service, 3, unique=unique)  # outside: straight to the broker, the owed exchange declared first
+    assert declared == ["ecotone.distributed", "ecotone.distributed"]
+    assert service.real.queue_size(QUEUE) == 4
+
+
 def test_nested_units_of_work_join_the_outer_one(make_service: Callable[..., Service], unique: str) -> None:
     """A begin() inside an open unit of work gives the same connection; its messages commit with the outer one."""
     service = make_service()

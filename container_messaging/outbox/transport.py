@@ -22,13 +22,16 @@ class OutboxTransport(BaseTransport):
         self.inner = inner
         self._unit_of_work = unit_of_work
         self.description = f"{inner.description} (with the outbox)"
+        self._owed: set[str] = set()  # exchanges asked for inside a unit of work, declared before a direct publish
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
         if not self._unit_of_work.write(exchange, None, [(message, mandatory)]):
+            self._pay_owed()
             self.inner.publish(exchange, message, mandatory=mandatory)
 
     def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
         if not self._unit_of_work.write(exchange, None, messages):
+            self._pay_owed()
             self.inner.publish_many(exchange, messages)
 
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
@@ -36,9 +39,21 @@ class OutboxTransport(BaseTransport):
             self.inner.send_to_queue(queue, message)
 
     def declare_exchange(self, exchange: str) -> None:
-        # Inside a unit of work nothing may need the broker: whoever publishes the rows declares their exchange.
-        if not self._unit_of_work.in_progress:
+        # Inside a unit of work nothing may need the broker: whoever publishes the rows declares their exchange, and
+        # the next direct publish declares it too (the caller will not ask again).
+        if self._unit_of_work.in_progress:
+            self._owed.add(exchange)
+        else:
             self.inner.declare_exchange(exchange)
+
+    def _pay_owed(self) -> None:
+        while self._owed:
+            exchange = self._owed.pop()
+            try:
+                self.inner.declare_exchange(exchange)
+            except BaseException:
+                self._owed.add(exchange)
+                raise
 
     def setup_endpoint(self, topology: EndpointTopology) -> None:
         self.inner.setup_endpoint(topology)
