@@ -7,6 +7,7 @@ Every test runs on both databases, with its own table names; what reaches the br
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from container_messaging.outbox import (
     OutboxSettings,
     UnitOfWork,
 )
+from container_messaging.outbox.schema import open_engine
 
 SERVICE = "orders"
 QUEUE = f"distributed_{SERVICE}"
@@ -167,6 +169,33 @@ def test_settings_refuse_bad_values_naming_the_key(key: str, value: Any, expecte
         OutboxSettings(**{key: value})
     assert expected in str(caught.value)
     assert "pw@" not in str(caught.value)
+
+
+def test_the_core_never_imports_sqlalchemy_and_the_outbox_without_it_names_the_extra() -> None:
+    """Importing container_messaging (and building a container) loads no SQLAlchemy; importing the outbox where
+    SQLAlchemy is missing is a ConfigurationError saying which extra to install."""
+    code = (
+        "import sys\n"
+        "import container_messaging\n"
+        "container_messaging.MessagingContainer.from_dict({'transport': {'url': 'memory://'}})\n"
+        "assert 'sqlalchemy' not in sys.modules, 'the core imported SQLAlchemy'\n"
+        "sys.modules['sqlalchemy'] = None\n"
+        "try:\n"
+        "    import container_messaging.outbox\n"
+        "except container_messaging.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "pip install 'container-messaging[outbox]'" in done.stdout
+
+
+def test_a_missing_database_driver_names_the_extra() -> None:
+    """A database URL whose driver is not installed is a ConfigurationError naming the URL (masked) and the
+    extra to install."""
+    with pytest.raises(ConfigurationError) as caught:
+        open_engine("postgresql+asyncpg://app:s3cret@127.0.0.1/app")
+    assert "container-messaging[outbox]" in str(caught.value) and "app:***@" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 # -- schema --------------------------------------------------------------------------------------------------------
