@@ -39,7 +39,8 @@ def run(ctx: Context) -> ScenarioResult:
         result.raw.append({"repetition": rep + 1, **figures})
     result.rows += [dual, bare, relay]
     result.notes.append(
-        "the outbox's send costs one more insert and, after the commit, one short transaction (claim the row, "
-        "publish, mark it sent); the relay publishes in batches of outbox.relay_batch_size (100) per transaction"
+        "the outbox's send costs one more insert and, after the commit, one short transaction (one statement claims "
+        "the row and marks it sent, the publish, a commit that does not wait for the disk); the relay publishes in "
+        "batches of outbox.relay_batch_size (100) per transaction"
     )
     return result
