@@ -20,6 +20,7 @@ from container_messaging.transports import reset_memory_transport
 
 AMQP_URL = os.environ.get("CONTAINER_MESSAGING_AMQP_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("CONTAINER_MESSAGING_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("CONTAINER_MESSAGING_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TRANSPORTS = ("memory", "embedded", "rabbitmq", "redis")
 
@@ -61,6 +62,12 @@ def _fresh_memory_broker() -> Iterator[None]:
     reset_memory_transport()
     yield
     reset_memory_transport()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL test database (the outbox's tests): a failure in CI, a loud skip elsewhere when unreachable."""
+    return require_broker("PostgreSQL", POSTGRES_URL, 5432)
 
 
 @pytest.fixture
