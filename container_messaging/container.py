@@ -38,7 +38,7 @@ from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, create_transport
+from container_messaging.transports import BaseTransport, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
@@ -103,7 +103,9 @@ class MessagingContainer:
         )
         self.topology = DistributedTopology(s.distribution.exchange, s.distribution.queue_prefix)
         transport_provider: Any = (
-            providers.Object(transport) if transport is not None else providers.Singleton(create_transport, s.transport)
+            providers.Object(transport)
+            if transport is not None
+            else providers.Singleton(create_transport, TransportOptions.of(s.transport))
         )
         config = providers.Configuration(strict=True)
         config.from_dict(s.as_dict())

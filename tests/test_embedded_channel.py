@@ -16,7 +16,7 @@ import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from kombu.exceptions import ChannelError
 
-from container_messaging.transports._embedded import DATABASE_FILE_NAME, EmbeddedTransport
+from container_messaging.transports.embedded import DATABASE_FILE_NAME, SqliteTransport
 
 EXCHANGE = "ecotone.distributed"
 ACCEPT = ["application/json", "text/plain"]
@@ -28,7 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def connect(folder: Path, **options) -> Connection:
     return Connection(
-        transport=EmbeddedTransport,
+        transport=SqliteTransport,
         transport_options={"data_folder": str(folder), "polling_interval": 0.01, **options},
     )
 
@@ -85,10 +85,10 @@ CHILD_PRELUDE = textwrap.dedent(
     """
     import json, sys, time
     from kombu import Connection, Exchange, Producer, Queue, binding
-    from container_messaging.transports._embedded import EmbeddedTransport
+    from container_messaging.transports.embedded import SqliteTransport
 
     folder = sys.argv[1]
-    conn = Connection(transport=EmbeddedTransport, transport_options={"data_folder": folder, "polling_interval": 0.01})
+    conn = Connection(transport=SqliteTransport, transport_options={"data_folder": folder, "polling_interval": 0.01})
     exchange = Exchange("ecotone.distributed", "topic", durable=True)
     """
 )
