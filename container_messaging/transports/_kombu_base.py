@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
 import kombu
 from kombu import Exchange, Queue, binding
@@ -175,6 +175,13 @@ class KombuTransport(BaseTransport):
         kind = BrokerRefusedError if any(self.refused(cause) for cause in causes(error)) else TransportError
         return kind(f"{action} failed on {self.description}: {self.explain(error)}")
 
+    def reraise(self, action: str, error: Exception, errors: tuple[type[BaseException], ...]) -> NoReturn:
+        """Raises ``error`` mapped by :meth:`broker_error` (from ``error``), or as it is when it needs no mapping."""
+        mapped = self.broker_error(action, error, errors)
+        if mapped is None:
+            raise error
+        raise mapped from error
+
     def check_tls_files(self) -> None:
         """A configured CA bundle, certificate or key that is not a file is an error naming it (rather than the
         client's bare ``No such file or directory``)."""
@@ -192,13 +199,9 @@ class KombuTransport(BaseTransport):
         connection = self.new_connection()
         errors = self.errors_of(connection)
         try:
-            try:
-                yield connection.channel()
-            except Exception as error:
-                mapped = self.broker_error(action, error, errors)
-                if mapped is None:
-                    raise
-                raise mapped from error
+            yield connection.channel()
+        except Exception as error:
+            self.reraise(action, error, errors)
         finally:
             connection.release()
 
@@ -210,10 +213,7 @@ class KombuTransport(BaseTransport):
             connection.ensure_connection(max_retries=0, timeout=self.options.connect_timeout)
         except Exception as error:
             connection.release()
-            mapped = self.broker_error(action, error, errors)
-            if mapped is None:
-                raise
-            raise mapped from error
+            self.reraise(action, error, errors)
         return errors
 
     # -- publishing ------------------------------------------------------------------------------------------------
@@ -226,10 +226,7 @@ class KombuTransport(BaseTransport):
                 self._producer = self.new_producer(connection.channel())
             except Exception as error:
                 connection.release()
-                mapped = self.broker_error("opening a channel to publish", error, errors)
-                if mapped is None:
-                    raise
-                raise mapped from error
+                self.reraise("opening a channel to publish", error, errors)
             self._publisher, self._errors = connection, errors
         return self._producer
 
@@ -255,7 +252,10 @@ class KombuTransport(BaseTransport):
             try:
                 producer = self._producer_connected()
                 sending = True
-                self._send(what, send, producer)
+                try:
+                    send(producer)
+                except Exception as error:
+                    self.reraise(what, error, self._errors)
                 return
             except (UnroutableMessageError, BrokerRefusedError):
                 raise
@@ -271,15 +271,6 @@ class KombuTransport(BaseTransport):
             else "not sent"
         )
         raise TransportError(f"{what}: {outcome} after {attempts} attempt(s); the last one: {failure}") from failure
-
-    def _send(self, what: str, send: Callable[[kombu.Producer], None], producer: kombu.Producer) -> None:
-        try:
-            send(producer)
-        except Exception as error:
-            mapped = self.broker_error(what, error, self._errors)
-            if mapped is None:
-                raise
-            raise mapped from error
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
         self.with_retries(
@@ -436,7 +427,7 @@ class KombuReceiver(Receiver):
             except Exception as error:
                 mapped = self.transport.broker_error(_describe(action, subject), error, self._errors)
                 if mapped is None:
-                    raise
+                    raise  # not the broker's: a bug, the connection stays usable
                 self.dead = mapped
                 raise mapped from error
 
