@@ -197,7 +197,7 @@ class KombuTransport(BaseTransport):
     def connection(self, action: str) -> Iterator[Any]:
         """A short-lived connection's channel, for administrative work (declare, size, browse)."""
         connection = self.new_connection()
-        errors = self.errors_of(connection)
+        errors = self.connect(connection, action)
         try:
             yield connection.channel()
         except Exception as error:
