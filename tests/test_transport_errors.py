@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from container_messaging.errors import BrokerRefusedError, TransportError
+from container_messaging.errors import BrokerRefusedError, TransportError, UnroutableMessageError
 from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
 from container_messaging.transports.embedded import DATABASE_FILE_NAME
 
@@ -117,6 +117,47 @@ def test_a_publish_that_failed_after_sending_is_reported_as_unknown(monkeypatch:
     monkeypatch.setattr(transport, "publish_once", cut)
     with pytest.raises(TransportError, match="may or may not have reached the broker after 2 attempt"):
         transport.publish("ecotone.distributed", _message(), mandatory=True)
+
+
+def _batch_endpoint(amqp_url: str, unique: str, **options: Any) -> tuple[Any, EndpointTopology]:
+    transport = create_transport(TransportOptions(url=amqp_url, **options))
+    topology = EndpointTopology(f"test.batch.{unique}", f"test_batch_{unique}", ("billing.#",))
+    transport.setup_endpoint(topology)
+    return transport, topology
+
+
+def test_a_failed_batch_names_every_message_by_what_is_known(amqp_url: str, unique: str):
+    """A batch the broker breaks off (a message over RabbitMQ's frame size closes the connection) raises one
+    TransportError that names every message of the batch under what is known of it."""
+    transport, topology = _batch_endpoint(amqp_url, unique, publish_retries=0)
+    big = _message()
+    big = OutboundMessage(
+        big.routing_key, big.body, {"id": big.message_id, "big": "x" * 200_000}, big.content_type, big.message_id
+    )
+    batch = [(_message(), True), (big, True), (_message(), True)]
+    try:
+        with pytest.raises(TransportError, match="FRAME_ERROR") as caught:
+            transport.publish_many(topology.exchange, batch)
+        text = str(caught.value)
+        assert "Of the batch of 3: confirmed [" in text
+        assert all(message.message_id in text for message, _ in batch)
+    finally:
+        transport.remove_endpoint(topology)
+        transport.close()
+
+
+def test_a_batch_with_an_unroutable_message_names_it_and_publishes_the_others(amqp_url: str, unique: str):
+    """In a confirmed batch, a mandatory message no queue is bound for raises UnroutableMessageError naming its id
+    and routing key, and the other messages are on the queue."""
+    transport, topology = _batch_endpoint(amqp_url, unique)
+    lost = OutboundMessage("nobody.listens", b"{}", {"id": "lost-1"}, "application/json", "lost-1")
+    try:
+        with pytest.raises(UnroutableMessageError, match=r"1 of 3 messages were returned.*'nobody\.listens'.*lost-1"):
+            transport.publish_many(topology.exchange, [(_message(), True), (lost, True), (_message(), True)])
+        assert transport.queue_size(topology.queue) == 2
+    finally:
+        transport.remove_endpoint(topology)
+        transport.close()
 
 
 # -- TLS ----------------------------------------------------------------------------------------------------------

@@ -47,21 +47,36 @@ class _Batch:
     confirmed: set[int] = attrs.Factory(set)
     nacked: set[int] = attrs.Factory(set)
     returned: list[tuple[str, str]] = attrs.Factory(list)  # (routing key, message id)
+    #: delivery tag -> index, for the publishes of the current attempt the broker has not confirmed yet
+    unconfirmed: dict[int, int] = attrs.Factory(dict)
 
     def pending(self) -> list[int]:
         return [i for i in range(len(self.messages)) if i not in self.confirmed and i not in self.nacked]
+
+    def on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.confirmed)
+
+    def on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.nacked)
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        for done in [t for t in self.unconfirmed if t <= tag] if multiple else [tag]:
+            if done in self.unconfirmed:
+                into.add(self.unconfirmed.pop(done))
 
     def ids(self, indexes: Iterable[int]) -> list[str]:
         return [self.messages[i][0].message_id for i in sorted(indexes)]
 
     def report(self) -> str:
         """Which messages the broker confirmed, which may or may not have reached it, which were never sent."""
+        returned_ids = [message_id for _, message_id in self.returned]
+        confirmed = [message_id for message_id in self.ids(self.confirmed) if message_id not in returned_ids]
         unknown = [i for i in self.pending() if i in self.sent]
         unsent = [i for i in self.pending() if i not in self.sent]
-        returned = f"; returned (no queue bound) {[i for _, i in self.returned]}" if self.returned else ""
         return (
-            f"Of the batch of {len(self.messages)}: confirmed {self.ids(self.confirmed)}; not confirmed (may or may "
-            f"not have reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}{returned}"
+            f"Of the batch of {len(self.messages)}: confirmed {confirmed}; not confirmed (may or may not have "
+            f"reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}"
+            + (f"; returned (no queue bound) {returned_ids}" if returned_ids else "")
         )
 
 
@@ -172,21 +187,9 @@ class RabbitMqTransport(KombuTransport):
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
-        tags: dict[int, int] = {}  # delivery tag -> index in the batch
-
-        def settle(tag: int, multiple: bool, into: set[int]) -> None:
-            for done in [t for t in tags if t <= tag] if multiple else [tag]:
-                if done in tags:
-                    into.add(tags.pop(done))
-
-        def on_ack(tag: int, multiple: bool) -> None:
-            settle(tag, multiple, batch.confirmed)
-
-        def on_nack(tag: int, multiple: bool) -> None:
-            settle(tag, multiple, batch.nacked)
-
-        channel.events["basic_ack"].add(on_ack)
-        channel.events["basic_nack"].add(on_nack)
+        batch.unconfirmed.clear()  # delivery tags count again from 1 on a new channel
+        channel.events["basic_ack"].add(batch.on_ack)
+        channel.events["basic_nack"].add(batch.on_nack)
         self._returned.clear()
         try:
             for index in batch.pending():
@@ -200,24 +203,27 @@ class RabbitMqTransport(KombuTransport):
                     {"delivery_mode": 2, "message_id": message.message_id},
                 )
                 self._published += 1
-                tags[self._published] = index
+                batch.unconfirmed[self._published] = index
                 batch.sent.add(index)
                 channel._basic_publish(
                     amqp_message, exchange=exchange, routing_key=message.routing_key, mandatory=mandatory
                 )
-            deadline = time.monotonic() + self.confirm_timeout
-            while tags:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TransportError(
-                        f"{len(tags)} publishes were not confirmed by {self.description} within "
-                        f"{self.confirm_timeout:g} s"
-                    )
-                producer.connection.drain_events(timeout=remaining)
+            self._wait_for_confirms(producer, batch)
         finally:
-            channel.events["basic_ack"].discard(on_ack)
-            channel.events["basic_nack"].discard(on_nack)
+            channel.events["basic_ack"].discard(batch.on_ack)
+            channel.events["basic_nack"].discard(batch.on_nack)
             batch.returned += self._returned  # the broker confirms a message after returning it
+
+    def _wait_for_confirms(self, producer: kombu.Producer, batch: _Batch) -> None:
+        deadline = time.monotonic() + self.confirm_timeout
+        while batch.unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"{len(batch.unconfirmed)} publishes were not confirmed by {self.description} within "
+                    f"{self.confirm_timeout:g} s"
+                )
+            producer.connection.drain_events(timeout=remaining)
 
     # -- consuming: copies and delays ------------------------------------------------------------------------------
 
