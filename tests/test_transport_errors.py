@@ -263,6 +263,17 @@ def test_rediss_verification_failure_names_the_cause(private_redis: Callable[...
         transport.queue_size("some_queue")
 
 
+def test_rediss_to_a_plain_redis_port_fails_within_the_connect_timeout(private_redis: Callable[..., int]):
+    """A TLS client talking to a server that does not speak TLS gets an error within seconds (both sides would
+    otherwise wait for each other forever)."""
+    port = private_redis()
+    transport = create_transport(TransportOptions(url=f"rediss://127.0.0.1:{port}/0", connect_timeout=1))
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=f"rediss://127\\.0\\.0\\.1:{port}"):
+        transport.queue_size("some_queue")
+    assert time.monotonic() - started < 5
+
+
 # -- files and packaging ------------------------------------------------------------------------------------------
 
 

@@ -53,7 +53,13 @@ class RedisTransport(VirtualTransport):
             heartbeat=0,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
-            transport_options={"polling_interval": o.polling_interval, "visibility_timeout": o.visibility_timeout},
+            transport_options={
+                "polling_interval": o.polling_interval,  # kombu also makes it BRPOP's timeout
+                "visibility_timeout": o.visibility_timeout,
+                # every network wait has a bound: connecting (and the TLS handshake), and any reply, BRPOP's too
+                "socket_connect_timeout": o.connect_timeout,
+                "socket_timeout": o.connect_timeout + o.polling_interval,
+            },
         )
 
     def _tls(self) -> dict[str, Any] | None:
