@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Protocol
 
 from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
 from container_messaging.markers import HandlerKind
-from container_messaging.messages import Header, Headers, Message
+from container_messaging.messages import ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
 __all__ = ["Handler", "PayloadConverter", "build_handler", "current_message"]
@@ -44,7 +44,17 @@ Resolver = Callable[[Any, str], Callable[[], Any]]
 class Handler:
     """A handler ready to run: call it with a :class:`Message`."""
 
-    __slots__ = ("_call", "distributed", "function", "kind", "name", "owner", "payload_class", "routing_key")
+    __slots__ = (
+        "_call",
+        "distributed",
+        "function",
+        "kind",
+        "name",
+        "owner",
+        "payload_class",
+        "payload_type",
+        "routing_key",
+    )
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class Handler:
         owner: type | None,
         function: Callable[..., Any],
         call: Callable[[Message], Any],
+        payload_type: Any = inspect.Parameter.empty,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -65,6 +76,8 @@ class Handler:
         self.distributed = distributed
         self.owner = owner
         self.function = function
+        #: the payload parameter's annotation (``inspect.Parameter.empty``: none, or the handler takes no payload)
+        self.payload_type = payload_type
         self._call = call
 
     def __call__(self, message: Message) -> Any:
@@ -101,7 +114,7 @@ def _header_getter(handler_name: str, param: inspect.Parameter, header: Header) 
             return message.headers[name]
         except KeyError:
             raise MissingHeaderError(
-                f"message {message.headers.get('id')!r} has no header {name!r}, "
+                f"message {message.headers.get(ID)!r} has no header {name!r}, "
                 f"needed by parameter {param.name!r} of {handler_name}"
             ) from None
 
@@ -185,6 +198,7 @@ def build_handler(
         owner=found.owner,
         function=function,
         call=call,
+        payload_type=payload_target if has_payload else inspect.Parameter.empty,
     )
 
 

@@ -18,6 +18,7 @@ import attrs
 
 __all__ = [
     "BaseTransport",
+    "DELIVER_AT",
     "Delivery",
     "EndpointTopology",
     "OutboundMessage",
