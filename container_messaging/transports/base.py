@@ -18,7 +18,6 @@ import attrs
 
 __all__ = [
     "BaseTransport",
-    "DELIVER_AT",
     "Delivery",
     "EndpointTopology",
     "OutboundMessage",
