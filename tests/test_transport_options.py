@@ -62,10 +62,20 @@ def test_an_unknown_scheme_is_a_configuration_error_naming_it():
         create_transport(TransportOptions(url="kafka://127.0.0.1:9092"))
 
 
-def test_amqps_url_turns_tls_on():
-    """An amqps:// URL connects with TLS even though ssl is not set."""
+def test_amqps_url_turns_tls_on_and_checks_the_host_name():
+    """An amqps:// URL connects with TLS even though ssl is not set, verifying the certificate and (through
+    server_hostname None, filled in by kombu) the host name."""
     connection = create_transport(TransportOptions(url="amqps://guest:guest@127.0.0.1:5671//")).new_connection()  # type: ignore[attr-defined]
-    assert connection.ssl is True
+    assert connection.ssl["cert_reqs"] == ssl.CERT_REQUIRED
+    assert "server_hostname" in connection.ssl
+
+
+def test_amqps_without_verification_checks_no_host_name():
+    """ssl_verify false turns certificate and host name checks off (py-amqp refuses a host name check without
+    verification)."""
+    connection = _connection({"url": "amqps://guest:guest@127.0.0.1:5671//", "ssl_verify": False})
+    assert connection.ssl["cert_reqs"] == ssl.CERT_NONE
+    assert "server_hostname" not in connection.ssl
 
 
 def test_tls_certificates_are_passed_to_kombu(tmp_path: Path):
@@ -85,6 +95,7 @@ def test_tls_certificates_are_passed_to_kombu(tmp_path: Path):
         "ca_certs": str(tmp_path / "ca.pem"),
         "certfile": str(tmp_path / "client.pem"),
         "keyfile": str(tmp_path / "client.key"),
+        "server_hostname": None,
     }
 
 

@@ -126,12 +126,18 @@ class KombuTransport(BaseTransport):
     def explain(self, error: BaseException) -> str:
         """What went wrong, for an error message: the error, and what to check when TLS verification failed."""
         text = f"{type(error).__name__}: {error}"
-        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes(error)):
+        tls_errors = [cause for cause in causes(error) if isinstance(cause, ssl.SSLError)]
+        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in tls_errors):
             ca = self.options.ssl_ca_certs
             text += (
-                f" (the broker's TLS certificate could not be verified with "
-                f"{f'the CA file {ca!r}' if ca else 'the default CA certificates'} (transport.ssl_ca_certs): is it "
-                "the CA that signed the broker's certificate? ssl_verify false turns verification off)"
+                " (the broker's TLS certificate could not be verified with "
+                f"{f'the CA file {ca!r}' if ca else 'the default CA certificates'} (transport.ssl_ca_certs): did "
+                "that CA sign it, for this host name? ssl_verify false turns verification off)"
+            )
+        elif tls_errors:
+            text += (
+                " (the TLS handshake failed: does the broker require a client certificate (transport.ssl_certfile, "
+                "ssl_keyfile), and does it speak TLS on this port?)"
             )
         return text
 

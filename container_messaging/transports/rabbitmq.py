@@ -104,20 +104,22 @@ class RabbitMqTransport(KombuTransport):
             transport_options={"confirm_publish": True} if o.confirm_publish else {},
         )
 
-    def _tls(self) -> Any:
-        """kombu's ``ssl`` argument for py-amqp: None, True (verify with the system's CAs) or py-amqp's options."""
+    def _tls(self) -> dict[str, Any] | None:
+        """py-amqp's TLS options. Verifying means the certificate chain and the host name: ``server_hostname`` None
+        makes kombu fill in the URL's host (py-amqp checks no host name without that key, even with ``ssl=True``)."""
         o = self.options
         if not (o.ssl or o.scheme == "amqps"):
             return None
         self.check_tls_files()
-        if not (o.ssl_ca_certs or o.ssl_certfile or o.ssl_keyfile or not o.ssl_verify):
-            return True
-        return {
+        options: dict[str, Any] = {
             "cert_reqs": ssl.CERT_REQUIRED if o.ssl_verify else ssl.CERT_NONE,
             "ca_certs": o.ssl_ca_certs,
             "certfile": o.ssl_certfile,
             "keyfile": o.ssl_keyfile,
         }
+        if o.ssl_verify:
+            options["server_hostname"] = None
+        return options
 
     def refused(self, error: BaseException) -> bool:
         return str(getattr(error, "reply_code", "")) in _REFUSALS
