@@ -134,3 +134,10 @@ def test_amqp_url_is_mapped_to_pyamqp():
     """amqp:// uses the pure-Python py-amqp client (never librabbitmq, even when it is installed)."""
     connection = _connection({"url": "amqp://guest:guest@127.0.0.1:5672//"})
     assert connection.transport_cls == "pyamqp"
+
+
+def test_every_url_of_a_failover_list_is_mapped_to_pyamqp():
+    """In a failover list ``amqp://a;amqp://b`` every alternate uses py-amqp too, with its own host."""
+    connection = _connection({"url": "amqp://guest:guest@127.0.0.1:5672//;amqp://guest:guest@127.0.0.1:5673//"})
+    assert connection.transport_cls == "pyamqp"
+    assert connection.alt == ["pyamqp://guest:guest@127.0.0.1:5672//", "pyamqp://guest:guest@127.0.0.1:5673//"]

@@ -38,6 +38,14 @@ def delay_queue(queue: str, delay_ms: int) -> str:
     return f"{queue}.delay.{delay_ms}"
 
 
+def _pyamqp(url: str) -> str:
+    """``url`` (or each URL of a ``;`` failover list) with ``amqp://`` spelled ``pyamqp://``: the pure-Python client,
+    never librabbitmq, even when it is installed."""
+    return ";".join(
+        "pyamqp" + part[len("amqp") :] if part.lower().startswith("amqp://") else part for part in url.split(";")
+    )
+
+
 @attrs.define
 class _Batch:
     """What the broker said so far about the messages of one ``publish_many``, across attempts (by index)."""
@@ -95,9 +103,8 @@ class RabbitMqTransport(KombuTransport):
 
     def new_connection(self) -> kombu.Connection:
         o = self.options
-        url = "pyamqp" + o.url[len("amqp") :] if o.scheme == "amqp" else o.url  # never librabbitmq
         return kombu.Connection(
-            url,
+            _pyamqp(o.url),
             heartbeat=o.heartbeat,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
