@@ -146,8 +146,9 @@ class KombuTransport(BaseTransport):
         return kombu.Producer(channel)
 
     def requeue(self, receiver: KombuReceiver, delivery: KombuDelivery) -> None:
-        """Puts ``delivery`` back on its own queue (kombu's requeue: every publish here goes through the default
-        exchange, so even a virtual transport's restore returns it to its own queue only)."""
+        """Puts ``delivery`` back on its own queue: kombu's requeue (RabbitMQ's own; a virtual transport restores
+        through the exchange the message came by, and this package gives virtual queues their messages through the
+        default exchange, so that is the message's own queue)."""
         delivery.message.requeue()
 
     def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
@@ -251,7 +252,7 @@ class KombuTransport(BaseTransport):
         (reconnecting, with back-off, logged at INFO); then one TransportError says what is known: the message was
         never sent, or an attempt failed after sending it (it may have reached the broker). A refusal for good and
         an unroutable message are raised at once."""
-        attempts = self.options.publish_retries + 1
+        attempts = max(self.options.publish_retries, 0) + 1
         maybe_sent = False
         for attempt in range(1, attempts + 1):
             sending = False
