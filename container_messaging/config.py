@@ -31,8 +31,10 @@ Group ``transport`` (YAML mapping / INI section ``[transport]``):
     Senders declare the exchange before publishing.
 ``confirm_publish`` (default ``true``)
     Use RabbitMQ publisher confirms.
+``confirm_timeout`` (default ``30.0``)
+    Seconds RabbitMQ has to confirm a publish (a consumer's dead letter and retry copies included); greater than 0.
 ``connect_timeout`` (default ``5.0``)
-    Seconds to wait for the broker connection; greater than 0.
+    Seconds to wait for the broker connection, and for any other answer of the broker; greater than 0.
 ``heartbeat`` (default ``30``)
     AMQP heartbeat in seconds; at least 0 (0 disables heartbeats).
 ``ssl`` (default ``false``)
@@ -538,6 +540,7 @@ class TransportSettings:
     prefetch_count: int = _option(10, _check_at_least_one)
     auto_declare: bool = _option(True)
     confirm_publish: bool = _option(True)
+    confirm_timeout: float = _option(30.0, _check_positive)
     connect_timeout: float = _option(5.0, _check_positive)
     heartbeat: int = _option(30, _check_not_negative)
     ssl: bool = _option(False)

@@ -422,7 +422,10 @@ class KombuReceiver(Receiver):
                 )
         with self._lock:
             try:
-                self._connection.release()
+                if self.dead is None:
+                    self._connection.release()
+                else:  # no goodbye on a dead connection: it would only wait for an answer that never comes
+                    self._connection.collect()
             except Exception:
                 log.debug("releasing the consumer connection of %r failed", self.queue, exc_info=True)
 

@@ -97,7 +97,7 @@ class RabbitMqTransport(KombuTransport):
         self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
         self._delays: dict[str, set[int]] = {}  # queue -> delays this transport sent copies with
         #: seconds to wait for a publisher confirm before the outcome counts as unknown
-        self.confirm_timeout = max(options.connect_timeout, 30.0)
+        self.confirm_timeout = options.confirm_timeout
 
     # -- connection ------------------------------------------------------------------------------------------------
 
@@ -108,7 +108,13 @@ class RabbitMqTransport(KombuTransport):
             heartbeat=o.heartbeat,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
-            transport_options={"confirm_publish": True} if o.confirm_publish else {},
+            # every wait for the broker is bounded: an answer (declare-ok, cancel-ok, close-ok, a frame of a message)
+            # by connect_timeout, a publisher confirm by confirm_timeout; past that the connection counts as lost
+            transport_options={
+                "read_timeout": o.connect_timeout,
+                "write_timeout": o.connect_timeout,
+                **({"confirm_publish": True} if o.confirm_publish else {}),
+            },
         )
 
     def _tls(self) -> dict[str, Any] | None:
@@ -238,14 +244,12 @@ class RabbitMqTransport(KombuTransport):
 
     def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
         queue = dead_letter_queue(delivery.queue)
-        # declared again each time: a dead letter queue deleted while the consumer runs would otherwise swallow copies
-        Queue(queue, durable=True, auto_delete=False)(receiver.channel).declare()
-        self._send_copy(receiver, queue, delivery, headers)
+        declaration = Queue(queue, durable=True, auto_delete=False)
+        self._send_copy(receiver, declaration, delivery, headers)
 
     def delay(self, receiver: KombuReceiver, delivery: KombuDelivery, delay_ms: int, headers: dict[str, Any]) -> None:
-        name = delay_queue(delivery.queue, delay_ms)
-        Queue(
-            name,
+        declaration = Queue(
+            delay_queue(delivery.queue, delay_ms),
             durable=True,
             auto_delete=False,
             queue_arguments={
@@ -253,16 +257,54 @@ class RabbitMqTransport(KombuTransport):
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": delivery.queue,
             },
-        )(receiver.channel).declare()
-        self._send_copy(receiver, name, delivery, headers)
-        self._delays.setdefault(delivery.queue, set()).add(delay_ms)
-
-    def _send_copy(self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
-        """A copy to ``queue``: mandatory, so that a copy the broker cannot route raises (with publisher confirms, the
-        broker returns it before confirming) and the original stays unacknowledged."""
-        receiver.send(
-            queue, delivery.body, headers, delivery.content_type, mandatory=True, confirm_timeout=self.confirm_timeout
         )
+        self._delays.setdefault(delivery.queue, set()).add(delay_ms)
+        self._send_copy(receiver, declaration, delivery, headers)
+
+    def _send_copy(
+        self, receiver: KombuReceiver, queue: Queue, delivery: KombuDelivery, headers: dict[str, Any]
+    ) -> None:
+        """A copy to ``queue``, confirmed by the broker whatever ``confirm_publish`` says, since the original is
+        acknowledged only after it. It is mandatory: a copy the broker returns (its queue is missing, deleted while the
+        consumer runs) makes the queue be declared and the copy sent once more. A copy returned again, refused (nack)
+        or not confirmed in time raises, and the original stays unacknowledged."""
+        for attempt in (1, 2):
+            if not self._copy_returned(receiver, queue.name, delivery, headers):
+                return
+            if attempt == 1:
+                queue(receiver.channel).declare()
+        raise TransportError(
+            f"the copy of message {delivery.headers.get('id')!r} to queue {queue.name!r} was returned by "
+            f"{self.description} although the queue was declared again; the message stays on {delivery.queue!r}"
+        )
+
+    def _copy_returned(
+        self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]
+    ) -> bool:
+        """Publishes one copy and waits for the broker's confirm; whether the broker returned it (no such queue)."""
+        channel, returned = receiver.channel, []
+
+        def on_return(exception: Exception, exchange: str, routing_key: str, message: Any) -> None:
+            returned.append(routing_key)
+
+        message = channel.prepare_message(
+            delivery.body,
+            0,
+            delivery.content_type or "application/octet-stream",
+            "binary",
+            headers,
+            {"delivery_mode": 2},
+        )
+        channel.events["basic_return"].add(on_return)
+        try:
+            # py-amqp's own confirmed publish (it selects confirm mode on the channel once): the copies of a consumer
+            # are confirmed even when its connection publishes without confirms
+            channel.basic_publish_confirm(
+                message, exchange="", routing_key=queue, mandatory=True, confirm_timeout=self.confirm_timeout
+            )
+        finally:
+            channel.events["basic_return"].discard(on_return)
+        return bool(returned)
 
     def waiting_for_delay(self, queue: str) -> int:
         """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""
