@@ -692,9 +692,9 @@ def test_random_kills_lose_nothing(broker: str, tmp_path: Path, unique: str) -> 
         try:
             with service.container() as sender:
                 bus = sender.get(DistributedBus)
-                for start in range(0, total, 50):
-                    _send(bus, service.name, range(start, min(total, start + 50)))
-                    time.sleep(0.05)  # paced: the consumers both work and wait
+                for start in range(0, total, 25):
+                    _send(bus, service.name, range(start, min(total, start + 25)))
+                    time.sleep(0.1)  # paced over about 20 s: the consumers are killed both working and waiting
         except BaseException as exc:
             failures.append(exc)
         finally:
