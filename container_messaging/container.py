@@ -29,7 +29,7 @@ from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, create_transport
+from container_messaging.transports import BaseTransport, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
@@ -78,7 +78,7 @@ class MessagingContainer:
         transport_provider: Any = (
             providers.Object(transport)
             if transport is not None
-            else providers.Singleton(self._open, create_transport, s.transport)
+            else providers.Singleton(self._open, create_transport, TransportOptions.of(s.transport))
         )
         deduplication_provider = providers.Singleton(
             self._open,

@@ -125,25 +125,11 @@ def test_without_configs_the_fixture_says_what_it_needs(project: pytest.Pytester
 
 FLOW = """
 import importlib
-import kombu
-import pytest
 from conftest import SUFFIX
 
 
-@pytest.fixture
-def system(messaging_system):
-    yield messaging_system
-    if messaging_system.transport_url is not None:  # a real broker: remove this system's queues and exchange
-        with kombu.Connection(messaging_system.transport_url.reveal()) as connection:
-            channel = connection.channel()
-            for name in messaging_system.services:
-                queue = messaging_system.service(name).queue
-                channel.queue_delete(queue)
-                channel.queue_delete(queue + ".dead_letter")
-            channel.exchange_delete(messaging_system.service("billing").container.topology.exchange)
-
-
-def test_flow(system):
+def test_flow(messaging_system):
+    system = messaging_system
     system.service("user").distributed_bus.convert_and_send_command(
         "billing", "billing.changeDetails", {"personId": "1", "details": "x"}
     )

@@ -171,7 +171,6 @@ class _RecordingDelivery(Delivery):
         self.body = inner.body
         self.headers = inner.headers
         self.content_type = inner.content_type
-        self.redelivered = getattr(inner, "redelivered", False)
         self.queue = inner.queue
 
     @property

@@ -4,7 +4,7 @@ channels, driven by the test, with what each sent and received recorded.
 Each service is a real :class:`~container_messaging.MessagingContainer` (its scan, routing, conversion, handlers and
 consumer); only its transport is substituted, in one place (:meth:`TestSystem._substitute_transport`): every service
 gets an :class:`~container_messaging.transports.inprocess.InProcessTransport` on one broker of this system (or, with
-``transport_url``, the real broker, under names unique to this system), wrapped in a
+``transport_url``, the real broker, under names unique to this system, removed when it closes), wrapped in a
 :class:`~container_messaging.testing.recording.RecordingTransport`. Every endpoint is set up when the system is built,
 so a command can be sent before its receiver ever ran.
 
@@ -18,13 +18,14 @@ sleeping.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Protocol, TypeVar, overload, runtime_checkable
 
 import attrs
 
@@ -34,7 +35,7 @@ from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.deadletter import DeadLetter
 from container_messaging.distributed import DistributedBus
-from container_messaging.errors import ConfigurationError, ContainerError, EndpointError
+from container_messaging.errors import ConfigurationError, ContainerError, EndpointError, MessagingError
 from container_messaging.invocation import Handler, handler_failure
 from container_messaging.messages import Message
 from container_messaging.redaction import SecretUrl
@@ -42,12 +43,14 @@ from container_messaging.testing.clock import TestClock
 from container_messaging.testing.errors import MessageFailedError, TestSystemError
 from container_messaging.testing.recorded import Outcome, RecordedMessage, RecordedMessages
 from container_messaging.testing.recording import Recorder, RecordingTransport
-from container_messaging.transports.base import BaseTransport
+from container_messaging.transports.base import BaseTransport, EndpointTopology
 from container_messaging.transports.inprocess import InProcessBroker, InProcessTransport
 
 __all__ = ["ConfigSource", "ServiceUnderTest", "SystemRun", "TestSystem"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("container_messaging.testing")
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | Settings
 """A service's configuration: a file (YAML or INI, by extension), a mapping of its keys, or loaded settings."""
@@ -55,6 +58,15 @@ ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | Settings
 #: Messages one run may take in all before the system suspects services that keep messaging each other.
 DEFAULT_MESSAGE_LIMIT: Final = 10_000
 _FAILED: Final = (Outcome.DEAD_LETTERED, Outcome.RETRIED_LATER)
+
+
+@runtime_checkable
+class _Tooling(Protocol):
+    """What every transport adapter offers besides the port, for tests and tooling."""
+
+    def waiting_for_delay(self, queue: str) -> int: ...
+
+    def remove_endpoint(self, topology: EndpointTopology, delays: Iterable[int] = ()) -> None: ...
 
 
 class _HandlerFailed(BaseException):
@@ -112,11 +124,12 @@ class SystemRun:
 class ServiceUnderTest:
     """One service of a :class:`TestSystem`: its container, its buses, what it sent and received, its endpoint."""
 
-    def __init__(self, system: TestSystem, container: MessagingContainer, recorder: Recorder) -> None:
+    def __init__(self, system: TestSystem, container: MessagingContainer, transport: RecordingTransport) -> None:
         self.system = system
         self.container = container
-        self.recorder = recorder
-        self.name: str = recorder.service
+        self.transport = transport
+        self.recorder = transport.recorder
+        self.name: str = self.recorder.service
         self.consumer: EndpointConsumer = container.endpoint(self.name)
         self._overridden: list[Any] = []
 
@@ -166,8 +179,20 @@ class ServiceUnderTest:
         return self.container.transport.queue_size(self.queue)
 
     def delayed(self) -> int:
-        """How many delayed retry copies for its queue are not due yet (on the in-process broker's clock)."""
-        return self.system.delayed(self.name)
+        """How many delayed retry copies for its queue are not due yet (in-process: on the test clock)."""
+        return self._tooling("delayed()").waiting_for_delay(self.queue)
+
+    def _tooling(self, what: str) -> _Tooling:
+        inner = self.transport.inner
+        if not isinstance(inner, _Tooling):
+            raise TestSystemError(f"service {self.name!r}: {what} is not available on {inner.description}")
+        return inner
+
+    def remove_endpoint(self) -> None:
+        """Deletes its queue, dead letter queue, delayed copies and the exchange from the broker (what ``close`` does
+        on a real broker)."""
+        delays = self.container.settings.recoverability.delayed_retries
+        self._tooling("remove_endpoint()").remove_endpoint(self.consumer.topology, delays)
 
     def dead_letter(self) -> DeadLetter:
         """Its endpoint's dead letter: ``list``, ``get``, ``replay``, ``replay_all``, ``delete``."""
@@ -219,7 +244,7 @@ class TestSystem:
     ``settings``: per service name, configuration keys to set (``{"billing": {"recoverability": {...}}}``).
     ``apps``: per service name, the application's dependency-injector container (``MessagingContainer``'s ``app``).
     ``transport_url``: a real broker instead of in-process channels; every exchange and queue name gets a suffix
-    unique to this system (``suffix``), so systems never meet on a shared broker.
+    unique to this system (``suffix``), so systems never meet on a shared broker, and closing the system deletes them.
     ``fail_fast``: a handler's exception stops a run and is raised in the test (default); False lets retries and the
     dead letter behave as in production. ``clock``: the test clock the in-process delays use (default: a new one).
     ``message_limit``: how many messages one run may take before it is taken for an endless exchange.
@@ -296,9 +321,10 @@ class TestSystem:
         try:
             recorder = Recorder(name)
             provider = container.di.providers["transport"]
-            provider.override(RecordingTransport(provider(), recorder))  # built by the container when None above
+            recording = RecordingTransport(provider(), recorder)  # the inner one built by the container when None
+            provider.override(recording)
             container.setup()
-            self._services[name] = ServiceUnderTest(self, container, recorder)
+            self._services[name] = ServiceUnderTest(self, container, recording)
         except BaseException:
             container.close()
             raise
@@ -351,12 +377,9 @@ class TestSystem:
         return sum(self._services[name].queued() for name in names)
 
     def delayed(self, service: str | None = None) -> int:
-        """How many delayed retry copies wait for the clock, for the queue of ``service`` (of all when None)."""
-        if self._broker is None:
-            raise TestSystemError("TestSystem.delayed(): with transport_url, delayed copies wait on the real broker")
-        broker = self._broker
+        """How many delayed retry copies are not due yet, for the queue of ``service`` (of all when None)."""
         names = self.services if service is None else (self.service(service).name,)
-        return sum(broker.waiting_for_delay(self._services[name].queue) for name in names)
+        return sum(self._services[name].delayed() for name in names)
 
     def clear_recorded(self) -> None:
         """Forgets every service's recorded messages (the queues are left as they are)."""
@@ -464,13 +487,20 @@ class TestSystem:
     # -- the end -----------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Undoes every override and closes every service's container (idempotent)."""
+        """Undoes every override, removes the services' queues and exchange from a real broker, and closes every
+        service's container (idempotent)."""
         if self._closed:
             return
         self._closed = True
         for service in reversed(self._services.values()):
             service.reset_overrides()
-            service.container.close()
+            try:
+                if self._broker is None:
+                    service.remove_endpoint()
+            except MessagingError as exc:  # the broker went away: the test's own outcome matters more
+                log.warning("TestSystem: removing the queues of %r failed: %s", service.name, exc)
+            finally:
+                service.container.close()
 
     def __enter__(self) -> TestSystem:
         return self

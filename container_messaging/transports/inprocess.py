@@ -36,7 +36,7 @@ import attrs
 
 from container_messaging.errors import TransportError, UnroutableMessageError
 from container_messaging.messages import ID
-from container_messaging.transports._kombu import topic_matches
+from container_messaging.transports._virtual import topic_matches
 from container_messaging.transports.base import (
     BaseTransport,
     Delivery,
