@@ -1,5 +1,6 @@
-"""The in-process transport (container_messaging.transports.inprocess): the port's behaviour on an InProcessBroker, as
-the test system uses it (synchronous, on a test clock) and as threads may (waiting for messages in real time)."""
+"""The in-process transport (container_messaging.transports.inprocess) beyond the port's contract (which
+tests/test_testing_contract.py runs on it): as the test system uses it (synchronous, on a test clock) and as threads
+may (waiting for messages in real time)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from container_messaging import DistributedBus, MessagingContainer, TransportError, UnroutableMessageError
 from container_messaging.testing import TestClock
-from container_messaging.transports import EndpointTopology, OutboundMessage, dead_letter_queue
+from container_messaging.transports import EndpointTopology, OutboundMessage
 from container_messaging.transports.inprocess import InProcessBroker, InProcessTransport
 
 TOPOLOGY = EndpointTopology("exchange", "queue", ("billing.#",))
@@ -30,59 +31,20 @@ def transport(clock: TestClock | None = None, *, synchronous: bool = True) -> In
     return built
 
 
-def test_a_published_message_arrives_as_sent_with_headers_of_its_own() -> None:
-    """A published message arrives with its body, content type and headers; changing the delivery's headers changes
-    neither the sent message's nor a copy made afterwards."""
+def test_publishing_to_an_exchange_never_declared_fails_as_on_rabbitmq() -> None:
+    """Publishing to an exchange never declared is a TransportError naming it (RabbitMQ's NOT_FOUND), mandatory or
+    not."""
     t = transport()
-    sent = message(nested={"a": [1, 2]})
-    t.publish("exchange", sent, mandatory=True)
-    delivery = t.open_receiver("queue", prefetch_count=1).receive(0)
-    assert delivery is not None
-    assert (delivery.body, delivery.content_type, delivery.headers, delivery.queue) == (
-        sent.body,
-        "application/json",
-        dict(sent.headers),
-        "queue",
-    )
-    delivery.headers["nested"]["a"].append(3)
-    assert sent.headers["nested"] == {"a": [1, 2]}
-    delivery.dead_letter_copy({"failure.reason": "poison message"})
-    delivery.ack()
-    with t.browse(dead_letter_queue("queue")) as entries:
-        assert [entry.headers for entry in entries] == [{**sent.headers, "failure.reason": "poison message"}]
+    for mandatory in (True, False):
+        with pytest.raises(TransportError, match="no exchange 'missing': declare it first"):
+            t.publish("missing", message(), mandatory=mandatory)
 
 
-def test_routing_follows_amqp_topic_rules_one_copy_per_queue() -> None:
-    """``billing.#`` takes ``billing`` and ``billing.a.b`` but not ``billingx.a``; ``billing.*`` and ``*.one`` take
-    one word; a queue with two matching bindings gets one copy."""
-    t = transport()
-    t.setup_endpoint(EndpointTopology("exchange", "other", ("billing.*", "*.one")))
-    for key in ("billing", "billing.a.b", "billing.one"):
-        t.publish("exchange", message(key), mandatory=True)
-    t.publish("exchange", message("billingx.a"), mandatory=False)
-    assert (t.queue_size("queue"), t.queue_size("other")) == (3, 1)
-
-
-def test_what_no_queue_takes_is_refused_or_dropped_as_on_rabbitmq() -> None:
-    """A mandatory message no queue is bound for is an UnroutableMessageError naming its key (without mandatory it is
-    dropped); publishing to an exchange never declared is a TransportError naming it."""
-    t = transport()
-    with pytest.raises(UnroutableMessageError, match=r"routing key 'nobody\.listens' on exchange 'exchange'"):
-        t.publish("exchange", message("nobody.listens"), mandatory=True)
-    t.publish("exchange", message("nobody.listens"), mandatory=False)
-    assert t.queue_size("queue") == 0
-    with pytest.raises(TransportError, match="no exchange 'missing': declare it first"):
-        t.publish("missing", message(), mandatory=False)
-
-
-def test_send_to_queue_bypasses_routing_and_refuses_a_missing_queue() -> None:
-    """send_to_queue puts a message on the named queue whatever its key; a queue that does not exist is an
-    UnroutableMessageError (in memory nothing may vanish)."""
-    t = transport()
-    t.send_to_queue("queue", message("no.binding.matches"))
-    assert t.queue_size("queue") == 1
+def test_send_to_queue_refuses_a_missing_queue() -> None:
+    """send_to_queue to a queue that does not exist is an UnroutableMessageError naming it (RabbitMQ would drop the
+    message; in memory nothing may vanish)."""
     with pytest.raises(UnroutableMessageError, match="no queue 'nowhere'"):
-        t.send_to_queue("nowhere", message())
+        transport().send_to_queue("nowhere", message())
 
 
 def test_requeued_and_unsettled_messages_go_back_to_the_head_of_their_queue() -> None:
@@ -125,20 +87,6 @@ def test_a_delayed_copy_is_due_when_the_clock_reaches_its_time() -> None:
     copy = receiver.receive(0)
     assert copy is not None and copy.headers["ecotone_retry_number"] == 1
     assert t.waiting_for_delay("queue") == 0
-
-
-def test_browse_gives_back_what_it_did_not_settle_in_order() -> None:
-    """browse lists the ready messages in order; those acknowledged inside are gone, the others are back in order."""
-    t = transport()
-    for n in range(3):
-        t.publish("exchange", message(n=n), mandatory=True)
-    with t.browse("queue") as deliveries:
-        assert [d.headers["n"] for d in deliveries] == [0, 1, 2]
-        deliveries[1].ack()
-    with t.browse("queue") as deliveries:
-        assert [d.headers["n"] for d in deliveries] == [0, 2]
-    with t.browse("never_declared") as deliveries:
-        assert deliveries == []
 
 
 def test_a_synchronous_receiver_returns_at_once_when_nothing_is_ready() -> None:
