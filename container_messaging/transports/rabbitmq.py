@@ -255,11 +255,13 @@ class RabbitMqTransport(KombuTransport):
             )
         text = super().explain(error)
         if any(str(getattr(c, "reply_code", "")) == "406" and "inequivalent arg" in str(c) for c in causes(error)):
+            o = self.options
             text += (
-                f" (RabbitMQ cannot change the type or arguments of a queue that exists; transport.queue_type is "
-                f"{self.options.queue_type!r}, delivery_limit {self.options.delivery_limit}. An Ecotone service "
-                "declares classic queues. Either set queue_type to what the queue is, or drain and delete the queue, "
-                "its dead letter queue and its delay queues, and let them be declared again)"
+                " (RabbitMQ cannot change the type or the arguments of a queue that exists: transport.queue_type "
+                f"{o.queue_type!r} and delivery_limit {o.delivery_limit} ask for other arguments than the queue has; "
+                "an Ecotone service declares classic queues. Set them back to what the queue was declared with, or "
+                "drain and delete the queue, its dead letter queue and its delay queues so that they are declared "
+                "again)"
             )
         return text
 
