@@ -56,7 +56,8 @@ Group ``distribution`` (``[distribution]``):
 Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
 ``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
 message of the embedded or Redis transport stays hidden before it is redelivered); ``publish_retries`` (default
-``3``, attempts after a lost connection or a refused publish, then the error is raised); ``queue_type`` (default
+``5``, attempts after a lost connection or a refused publish, waiting 0.2 s before the first and doubling up to 2 s:
+about 5 s in all, time for a RabbitMQ cluster to fail over; then the error is raised); ``queue_type`` (default
 ``classic``, or ``quorum``: RabbitMQ's replicated queues for the service's queue, its dead letter queue and its
 delay queues; RabbitMQ URLs only) and ``delivery_limit`` (default ``20``, at least 1: a quorum queue hands a message
 returned more than this many times to the dead letter queue).
@@ -585,7 +586,7 @@ class TransportSettings:
     ssl_keyfile: str | None = _option(None)
     ssl_verify: bool = _option(True)
     visibility_timeout: float = _option(300.0, _check_positive)
-    publish_retries: int = _option(3, _check_not_negative)
+    publish_retries: int = _option(5, _check_not_negative)
     queue_type: str = _option("classic", _check_queue_type)
     delivery_limit: int = _option(20, _check_at_least_one)
 

@@ -32,7 +32,7 @@ from support.rabbit_cluster import RabbitCluster, RabbitNode, require_rabbitmq_s
 
 pytestmark = pytest.mark.cluster
 
-FAILOVER_DEADLINE = 60.0  # seconds one message may take to be confirmed while the cluster fails over
+FAILOVER_DEADLINE = 60.0  # seconds a test waits for a condition (a message confirmed, handled...) during a failover
 QUORUM = {"x-queue-type": "quorum"}
 
 

@@ -32,7 +32,7 @@ class TransportOptions:
     ssl_keyfile: str | None = None
     ssl_verify: bool = True
     visibility_timeout: float = 300.0
-    publish_retries: int = 3
+    publish_retries: int = 5
     queue_type: str = "classic"
     delivery_limit: int = 20
 
