@@ -198,7 +198,7 @@ class RabbitMqTransport(KombuTransport):
         urls = self.options.urls
         if len(urls) == 1:
             return super().connect(connection, action)
-        first = urls.index(self._preferred) if self._preferred in urls else 0
+        first = urls.index(self._preferred)
         errors = self.errors_of(connection)
         failures: list[tuple[str, Exception, TransportError]] = []  # (URL, the client's error, mapped)
         for url in urls[first:] + urls[:first]:
