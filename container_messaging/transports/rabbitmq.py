@@ -72,7 +72,7 @@ def queue_arguments(
     arguments: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
     if delay_ms is not None:
         arguments |= {"x-message-ttl": delay_ms, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-        return arguments | _AT_LEAST_ONCE if quorum else arguments
+        return (arguments | _AT_LEAST_ONCE) if quorum else arguments
     if not quorum:
         return arguments
     if dead_letter:
