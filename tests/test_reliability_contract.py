@@ -22,8 +22,7 @@ import pytest
 
 from container_messaging import DistributedBus, MessagingContainer
 from container_messaging.errors import DeadLetterError
-from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER
-from container_messaging.recoverability import FAILURE_HEADERS
+from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.transports import OutboundMessage
 from container_messaging.transports._kombu import _MemoryDelays
 
@@ -137,7 +136,7 @@ class Invoices:
 #: Safety net for every run: a correct run stops long before, on its handled_message_limit.
 TIME_LIMIT_MS = 20_000
 DELAYS_USED = (100, 200)
-FAILURE_HEADER_NAMES = frozenset(FAILURE_HEADERS)
+FAILURE_HEADER_NAMES = frozenset(FailureHeader.ALL)
 
 
 class Billing:
@@ -273,15 +272,15 @@ def test_handler_succeeding_within_its_immediate_retries_is_handled_once(billing
 
 def test_always_failing_handler_runs_every_attempt_then_reaches_the_dead_letter(billing: Billing) -> None:
     """With immediate_retries=1 and delayed_retries=[100, 200] an always failing handler runs (1+1)*(1+2)=6 times,
-    the delayed copies carrying ecotone_retry_number 1 then 2, and the dead letter keeps the message with every
-    detail of its failure."""
+    the delayed copies carrying ecotone_retry_number 1 then 2, the run counts it retried twice and failed once, and
+    the dead letter keeps the message with every detail of its failure."""
     container = billing.container(**policy(1, [100, 200]))
     send(container, "billing.fail", '{"n": 7}', {"tenant": "acme"})
     started = time.time()
 
     result = run(container, 3)
 
-    assert (result.handled, result.failed) == (0, 3)
+    assert (result.handled, result.retried, result.failed) == (0, 2, 1)
     calls = billing.calls("fail")
     assert len(calls) == 6
     assert [headers.get(RETRY_NUMBER) for _, _, headers in calls] == [None, None, 1, 1, 2, 2]
@@ -316,7 +315,7 @@ def test_retries_marker_overrides_the_configured_policy(billing: Billing) -> Non
 
     result = run(container, 3)
 
-    assert result.failed == 3
+    assert (result.retried, result.failed) == (1, 2)
     assert len(billing.calls("fail_fast")) == 1
     assert len(billing.calls("fail")) == 6
     entries = {entry.handler: entry for entry in container.dead_letter().list()}
@@ -333,7 +332,8 @@ def test_replayed_message_is_handled_with_its_original_identity(billing: Billing
     headers, carries no failure.* or retry header, and leaves the dead letter empty."""
     container = billing.container(**policy(0, [100]))
     send(container, "billing.fixable", '{"n": 1}', {"tenant": "acme"})
-    assert run(container, 2).failed == 2
+    first = run(container, 2)
+    assert (first.retried, first.failed) == (1, 1)
     original = billing.calls("fixable")[0][2]
     assert dead_letter_ids(container) == [original["id"]]
 
@@ -513,7 +513,7 @@ def test_failing_event_handler_is_retried_alone(billing: Billing) -> None:
 
     result = run(container, 2)
 
-    assert (result.handled, result.failed) == (0, 2)
+    assert (result.handled, result.retried, result.failed) == (0, 1, 1)
     notify = billing.handler_name("Orders.notify_order")
     assert len(billing.calls("record_order")) == 1
     [first, retry] = [headers for _, _, headers in billing.calls("notify_order")]
@@ -546,7 +546,7 @@ def test_retry_copies_of_two_failed_event_handlers_each_run_their_handler(billin
 
     result = run(container, 3)
 
-    assert (result.failed, result.handled, result.duplicates) == (1, 2, 0)
+    assert (result.retried, result.failed, result.handled, result.duplicates) == (1, 0, 2, 0)
     counts = {name: len(billing.calls(name)) for name in ("book_invoice", "mail_invoice", "charge_invoice")}
     assert counts == {"book_invoice": 1, "mail_invoice": 2, "charge_invoice": 2}
     assert container.dead_letter().list() == []
