@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
+import attrs
+
 from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
 from container_messaging.distributed import DistributedBus
@@ -300,9 +302,9 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _M
         finish_when_no_messages=args.finish_when_no_messages,
         wait_for_broker=args.wait_for_broker,
     )
-    consumer = container.endpoint(args.name)
-    print(consumer.description(options), file=sys.stderr, flush=True)  # the start banner; stdout keeps the result
-    result = consumer.run(options)
+    # the start banner on stderr (stdout keeps the one result line for scripts)
+    print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
+    result = container.run(args.name, **attrs.asdict(options))
     _out(masker, result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
 

@@ -76,8 +76,19 @@ _REDUCED: Final = "copy reduced to its essential headers (a full copy could not 
 _POISON: Final = (ConversionError, DistributionError, MissingHeaderError, NoHandlerError, MessageTooLargeError)
 
 #: The original headers a reduced dead letter copy keeps (each bounded): what identifies and routes the message.
-_ESSENTIAL: Final = (ID, CORRELATION_ID, PARENT_ID, TIMESTAMP, CONTENT_TYPE, TYPE_ID, PAYLOAD_TYPE, ROUTING_KEY)
-_ESSENTIAL_MORE: Final = (TARGET_SERVICE, SOURCE_SERVICE, TARGET_HANDLER)
+_ESSENTIAL: Final = (
+    ID,
+    CORRELATION_ID,
+    PARENT_ID,
+    TIMESTAMP,
+    CONTENT_TYPE,
+    TYPE_ID,
+    PAYLOAD_TYPE,
+    ROUTING_KEY,
+    TARGET_SERVICE,
+    SOURCE_SERVICE,
+    TARGET_HANDLER,
+)
 _ESSENTIAL_LIMIT: Final = 255
 
 
@@ -168,7 +179,7 @@ class MoveToDeadLetter:
         """The headers of the reduced copy: the essential original ones (scalars only, text cut to 255
         characters), then this decision's headers."""
         kept: dict[str, Any] = {}
-        for name in (*_ESSENTIAL, *_ESSENTIAL_MORE):
+        for name in _ESSENTIAL:
             value = original.get(name)
             if isinstance(value, str):
                 kept[name] = truncated(value, _ESSENTIAL_LIMIT)
