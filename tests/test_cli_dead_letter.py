@@ -128,19 +128,19 @@ def test_list_of_an_empty_dead_letter_says_so(app: App, capsys: pytest.CaptureFi
 
 def test_list_shows_one_line_per_entry_starting_with_its_id(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter list` prints a count line, then per entry its id, routing key, handler, reason and error."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     code, out, err = cli(capsys, app, "dead-letter", "list")
     assert code == 0, err
     title, line = out.splitlines()
     assert title == "1 dead letter entry for billing"
-    assert line.startswith("msg-1  ")
+    assert line.startswith("0190b8e0-0000-7000-8000-000000000001  ")
     assert f"  billing.fixable  {app.module_name}.BillingService.fixable  retries exhausted  " in line
     assert line.endswith("  RuntimeError: broken until fixed")
 
 
 def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter list --json` prints a JSON list whose entries carry the failure, the headers and the body."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     code, out, err = cli(capsys, app, "dead-letter", "list", "--json")
     assert code == 0, err
     [entry] = json.loads(out)
@@ -160,7 +160,7 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
             "body",
         )
     } == {
-        "message_id": "msg-1",
+        "message_id": "0190b8e0-0000-7000-8000-000000000001",
         "endpoint": "billing",
         "handler": f"{app.module_name}.BillingService.fixable",
         "reason": "retries exhausted",
@@ -174,7 +174,7 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
     }
     assert isinstance(entry["failed_at"], int)
     assert "RuntimeError: broken until fixed" in entry["trace"]
-    assert entry["headers"]["id"] == "msg-1"
+    assert entry["headers"]["id"] == "0190b8e0-0000-7000-8000-000000000001"
     assert entry["headers"]["tenant"] == "acme"
     assert not [key for key in entry["headers"] if key.startswith("failure.")]
 
@@ -184,17 +184,17 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
 
 def test_show_prints_the_failure_headers_body_and_trace(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter show ID` prints the error class, the reason, the original headers, the body and the trace."""
-    dead_letter(capsys, app, "msg-1")
-    code, out, err = cli(capsys, app, "dead-letter", "show", "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
+    code, out, err = cli(capsys, app, "dead-letter", "show", "0190b8e0-0000-7000-8000-000000000001")
     assert code == 0, err
     lines = out.splitlines()
-    assert "message_id: msg-1" in lines
+    assert "message_id: 0190b8e0-0000-7000-8000-000000000001" in lines
     assert "error_class: builtins.RuntimeError" in lines
     assert "error_message: broken until fixed" in lines
     assert "reason: retries exhausted" in lines
     assert "attempts: 1" in lines
     headers = lines[lines.index("headers:") + 1 : lines.index("body:")]
-    assert "  id: msg-1" in headers
+    assert "  id: 0190b8e0-0000-7000-8000-000000000001" in headers
     assert "  tenant: acme" in headers
     assert lines[lines.index("body:") + 1] == '{"n": 1}'
     assert "RuntimeError: broken until fixed" in out[out.index("\ntrace:\n") :]
@@ -205,9 +205,9 @@ def test_show_prints_the_failure_headers_body_and_trace(app: App, capsys: pytest
 
 def test_replay_sends_the_message_back_and_run_handles_it(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter replay ID` sends the entry back to the service's queue, where `run` handles it once fixed."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     app.fix()
-    code, out, err = cli(capsys, app, "dead-letter", "replay", "msg-1")
+    code, out, err = cli(capsys, app, "dead-letter", "replay", "0190b8e0-0000-7000-8000-000000000001")
     assert code == 0, err
     assert out == "replayed 1 message to billing\n"
 
@@ -215,13 +215,13 @@ def test_replay_sends_the_message_back_and_run_handles_it(app: App, capsys: pyte
     assert code == 0, err
     assert out == "billing: handled 1, failed 0 (no more messages)\n"
     [(command, headers)] = app.module().RECEIVED
-    assert (command, headers["id"], headers["tenant"]) == ({"n": 1}, "msg-1", "acme")
+    assert (command, headers["id"], headers["tenant"]) == ({"n": 1}, "0190b8e0-0000-7000-8000-000000000001", "acme")
     assert cli(capsys, app, "dead-letter", "list")[1] == "0 dead letter entries for billing\n"
 
 
 def test_replay_all_sends_every_entry_back(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter replay --all` sends every entry back to the service's queue."""
-    dead_letter(capsys, app, "msg-1", "msg-2")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001", "0190b8e0-0000-7000-8000-000000000002")
     app.fix()
     code, out, err = cli(capsys, app, "dead-letter", "replay", "--all")
     assert code == 0, err
@@ -230,21 +230,26 @@ def test_replay_all_sends_every_entry_back(app: App, capsys: pytest.CaptureFixtu
     assert cli(capsys, app, "run", "billing", "--finish-when-no-messages")[1] == (
         "billing: handled 2, failed 0 (no more messages)\n"
     )
-    assert sorted(headers["id"] for _, headers in app.module().RECEIVED) == ["msg-1", "msg-2"]
+    assert sorted(headers["id"] for _, headers in app.module().RECEIVED) == [
+        "0190b8e0-0000-7000-8000-000000000001",
+        "0190b8e0-0000-7000-8000-000000000002",
+    ]
 
 
-@pytest.mark.parametrize("arguments", [[], ["msg-1", "--all"]], ids=["neither", "both"])
+@pytest.mark.parametrize("arguments", [[], ["0190b8e0-0000-7000-8000-000000000001", "--all"]], ids=["neither", "both"])
 def test_replay_needs_exactly_one_of_an_id_and_all(
     app: App, capsys: pytest.CaptureFixture[str], arguments: list[str]
 ) -> None:
     """`dead-letter replay` with neither or both of ID and --all is a usage error (exit 2, one line) and replays
     nothing."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     code, out, err = cli(capsys, app, "dead-letter", "replay", *arguments)
     assert code == 2
     assert out == ""
     assert error_lines(err) == ["container-messaging: error: dead-letter replay needs a message ID or --all (not both)"]
-    assert cli(capsys, app, "dead-letter", "list")[1].startswith("1 dead letter entry for billing\nmsg-1  ")
+    assert cli(capsys, app, "dead-letter", "list")[1].startswith(
+        "1 dead letter entry for billing\n0190b8e0-0000-7000-8000-000000000001  "
+    )
 
 
 # -- delete ----------------------------------------------------------------------------------------------------------
@@ -252,12 +257,12 @@ def test_replay_needs_exactly_one_of_an_id_and_all(
 
 def test_delete_removes_the_entry_for_good(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter delete ID` removes that entry and keeps the others."""
-    dead_letter(capsys, app, "msg-1", "msg-2")
-    code, out, err = cli(capsys, app, "dead-letter", "delete", "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001", "0190b8e0-0000-7000-8000-000000000002")
+    code, out, err = cli(capsys, app, "dead-letter", "delete", "0190b8e0-0000-7000-8000-000000000001")
     assert code == 0, err
-    assert out == "deleted 1 dead letter entry of msg-1\n"
+    assert out == "deleted 1 dead letter entry of 0190b8e0-0000-7000-8000-000000000001\n"
     _, out, _ = cli(capsys, app, "dead-letter", "list")
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["msg-2"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["0190b8e0-0000-7000-8000-000000000002"]
 
 
 # -- errors ----------------------------------------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def test_delete_removes_the_entry_for_good(app: App, capsys: pytest.CaptureFixtu
 def test_unknown_id_is_one_error_line_naming_it(app: App, capsys: pytest.CaptureFixture[str], action: str) -> None:
     """`dead-letter show|replay|delete` of an unknown id prints one error line naming the id and the endpoint and
     exits 1."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     code, out, err = cli(capsys, app, "dead-letter", action, "nope")
     assert code == 1
     assert out == ""
@@ -287,7 +292,7 @@ def test_unknown_endpoint_lists_the_available_ones(app: App, capsys: pytest.Capt
 
 def test_endpoint_option_names_the_dead_letter_to_use(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter --endpoint billing list` uses that endpoint's dead letter."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, "0190b8e0-0000-7000-8000-000000000001")
     code, out, err = cli(capsys, app, "dead-letter", "--endpoint", "billing", "list")
     assert code == 0, err
-    assert out.startswith("1 dead letter entry for billing\nmsg-1  ")
+    assert out.startswith("1 dead letter entry for billing\n0190b8e0-0000-7000-8000-000000000001  ")

@@ -22,7 +22,7 @@ from container_messaging.bounds import FAILURE_TEXT_LIMIT, FAILURE_TRACE_LIMIT, 
 from container_messaging.cli import main
 from container_messaging.distributed.dispatcher import Subscription, inbound_message
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, TransportError
-from container_messaging.markers import HandlerKind, RetryPolicy
+from container_messaging.markers import RetryPolicy
 from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.recoverability import MoveToDeadLetter, Recoverability, RetryLater, RetryNow
 
@@ -182,12 +182,12 @@ def test_description_names_endpoint_queue_masked_broker_handlers_keys_concurrenc
     )
     assert description.broker == "pyamqp://billing:***@127.0.0.1:5672//"
     assert set(description.subscriptions) == {
-        Subscription(HandlerKind.COMMAND, "billing.change", service.handler("Billing.change")),
-        Subscription(HandlerKind.COMMAND, "billing.fail", service.handler("Billing.fail")),
-        Subscription(HandlerKind.COMMAND, "billing.huge", service.handler("Billing.huge")),
-        Subscription(HandlerKind.COMMAND, "billing.interrupted", service.handler("Billing.interrupted")),
-        Subscription(HandlerKind.EVENT, "orders.*", service.handler("Billing.on_order")),
-        Subscription(HandlerKind.SERVICE_ACTIVATOR, "billing.inbox", service.handler("Billing.inbox")),
+        Subscription("command", "billing.change", service.handler("Billing.change")),
+        Subscription("command", "billing.fail", service.handler("Billing.fail")),
+        Subscription("command", "billing.huge", service.handler("Billing.huge")),
+        Subscription("command", "billing.interrupted", service.handler("Billing.interrupted")),
+        Subscription("event", "orders.*", service.handler("Billing.on_order")),
+        Subscription("service_activator", "billing.inbox", service.handler("Billing.inbox")),
     }
     assert description.concurrency == 1
     assert description.limits == ("10 messages", "300 MB of memory", "stop on failure")

@@ -47,14 +47,15 @@ def _where(headers: Headers) -> str:
 
 @attrs.frozen
 class Subscription:
-    """What an endpoint consumes for: a handler and the routing key (or channel) it is reached by."""
+    """What an endpoint consumes for: a handler (its name and kind: ``command``, ``event`` or
+    ``service_activator``) and the routing key or channel it is reached by."""
 
-    kind: HandlerKind
+    kind: str
     key: str
     handler: str
 
     def __str__(self) -> str:
-        return f"{self.kind.value} {self.key} -> {self.handler}"
+        return f"{self.kind} {self.key} -> {self.handler}"
 
 
 class DistributedDispatcher:
@@ -65,7 +66,7 @@ class DistributedDispatcher:
     def subscriptions(self) -> tuple[Subscription, ...]:
         """The distributed handlers reachable from outside, with their routing keys and channels."""
         return tuple(
-            Subscription(handler.kind, handler.routing_key or "", handler.name)
+            Subscription(handler.kind.value, handler.routing_key or "", handler.name)
             for kind in (HandlerKind.COMMAND, HandlerKind.EVENT, HandlerKind.SERVICE_ACTIVATOR)
             for handler in self._routes.distributed(kind)
         )
