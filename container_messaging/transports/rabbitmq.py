@@ -165,6 +165,7 @@ class RabbitMqTransport(KombuTransport):
         self._returned: list[tuple[str, str]] = []  # (routing key, message id) of messages the broker returned
         self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
         self._delays: dict[str, set[int]] = {}  # queue -> delays this transport sent copies with
+        self._confirming: Any = None  # without confirm_publish: the publisher's channel of confirmed direct sends
         #: the URL of the failover list that answered last: the first one the next connection tries
         self._preferred = options.urls[0]
         #: seconds to wait for a publisher confirm before the outcome counts as unknown
@@ -285,6 +286,40 @@ class RabbitMqTransport(KombuTransport):
     def reset_publisher(self) -> None:
         super().reset_publisher()
         self._published = 0
+        self._confirming = None
+
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        """Confirmed whatever ``confirm_publish`` says: what goes straight to a queue is a replayed dead letter entry
+        or a consumer's reduced dead letter copy, and its source is deleted or acknowledged right after. Without
+        ``confirm_publish`` it goes on a channel of the publisher connection kept for these publishes alone (so that
+        the next confirm on it is this message's)."""
+        if self.options.confirm_publish:
+            super().send_to_queue(queue, message)
+            return
+        self.with_retries(
+            f"publishing message {message.message_id!r} to queue {queue!r}",
+            lambda producer: self._publish_confirmed(producer, queue, message),
+        )
+
+    def _publish_confirmed(self, producer: kombu.Producer, queue: str, message: OutboundMessage) -> None:
+        if self._confirming is None:
+            self._confirming = producer.connection.channel()
+            self._confirming.events["basic_return"].add(self._on_return)
+        channel = self._confirming
+        self._returned.clear()
+        prepared = channel.prepare_message(
+            message.body,
+            0,
+            message.content_type,
+            "binary",
+            dict(message.headers),
+            {"delivery_mode": 2, "message_id": message.message_id},
+        )
+        channel.basic_publish_confirm(
+            prepared, exchange="", routing_key=queue, mandatory=True, confirm_timeout=self.confirm_timeout
+        )
+        if self._returned:  # the broker returns a message before confirming it
+            raise UnroutableMessageError(self.unroutable("", queue))
 
     def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
         self._returned.clear()
