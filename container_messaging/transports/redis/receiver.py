@@ -56,6 +56,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ``<ms>-<seq>`` as something that sorts as the stream does."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 def _describe(action: str, subject: object) -> str:
     return action if subject is None else f"{action} {subject!r}"
 
@@ -98,7 +104,7 @@ class RedisReceiver(Receiver):
         try:
             self._client.xgroup_createconsumer(self._stream, keys.GROUP, self.consumer)
         except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if "NOGROUP" in str(exc) or "requires the key to exist" in str(exc):
                 raise TransportError(
                     f"consuming queue {self.queue!r} failed on {self.transport.description}: there is no such queue "
                     "(container-messaging setup declares it)"
@@ -141,11 +147,12 @@ class RedisReceiver(Receiver):
 
     def receive(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
-        while not self._buffer:
+        while True:
             now = time.monotonic()
-            if now >= self._next_maintenance:
+            if now >= self._next_maintenance:  # due even with entries at hand: released ones go before them
                 self.call("consuming queue", self.queue, self._maintain, now)
-                continue
+            if self._buffer:
+                break
             remaining = deadline - now
             if remaining <= 0:
                 return None
@@ -198,6 +205,8 @@ class RedisReceiver(Receiver):
                 self._bury(entry_id, fields, str(exc))
                 continue
             self._buffer.append(RedisDelivery(self, entry_id, message))
+        if len(self._buffer) > 1:  # a taken-over or released entry goes before the newer ones it finds there
+            self._buffer = deque(sorted(self._buffer, key=lambda delivery: _order(delivery.entry_id)))
 
     def _bury(self, entry_id: str, fields: Mapping[bytes, bytes], reason: str) -> None:
         """Moves a malformed entry to the dead letter as it is, acknowledging it in the same transaction."""
