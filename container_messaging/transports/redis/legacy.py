@@ -2,10 +2,11 @@
 
 kombu kept a queue as a list named like the queue (JSON envelopes, the body in base64), taken messages in its
 ``unacked`` hash, and this project kept delayed copies in ``<queue>.delayed``. Setting an endpoint up moves all of
-that over, one message at a time, each in a transaction that fails (and is tried again) if a process of the former
-version touched the key meanwhile: nothing is lost and nothing is copied twice while both versions run. A taken
-message is moved only when kombu itself would have restored it (taken longer ago than the visibility timeout). An
-envelope that cannot be read goes to the dead letter as it is.
+that over, and a consumer moves, within a second, whatever a sender of the former version still pushes onto the
+list. Each message moves in a transaction that fails (and is tried again) if a process of the former version
+touched the key meanwhile: nothing is lost and nothing is copied twice while both versions run. A taken message is
+moved only when kombu itself would have restored it (taken longer ago than the visibility timeout). An envelope
+that cannot be read goes to the dead letter as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import redis
 from container_messaging.transports.base import dead_letter_queue
 from container_messaging.transports.redis import envelope, keys
 
-__all__ = ["migrate"]
+__all__ = ["drain_list", "migrate"]
 
 log = logging.getLogger("container_messaging.transport")
 
@@ -43,7 +44,7 @@ def migrate(client: redis.Redis, queue: str, visibility_timeout: float) -> int:
     )
     moved = 0
     if listed == b"list":
-        moved += _drain_list(client, queue)
+        moved += drain_list(client, queue)
     if delayed:
         moved += _move_delayed(client, queue)
     if unacked:
@@ -55,8 +56,9 @@ def migrate(client: redis.Redis, queue: str, visibility_timeout: float) -> int:
     return moved
 
 
-def _drain_list(client: redis.Redis, queue: str) -> int:
-    """kombu pushed on the left and took from the right: the oldest first."""
+def drain_list(client: redis.Redis, queue: str) -> int:
+    """Moves the messages of the former transport's list of ``queue`` onto its stream, the oldest first (kombu
+    pushed on the left and took from the right); returns how many."""
     source = keys.legacy_list_key(queue)
     moved = 0
     while True:

@@ -27,7 +27,7 @@ import redis
 
 from container_messaging.errors import TransportError
 from container_messaging.transports.base import Delivery, Receiver, dead_letter_queue
-from container_messaging.transports.redis import envelope, keys, scripts
+from container_messaging.transports.redis import envelope, keys, legacy, scripts
 
 if TYPE_CHECKING:
     from container_messaging.transports.redis.adapter import RedisTransport
@@ -168,8 +168,8 @@ class RedisReceiver(Receiver):
         self._next_maintenance = now + self._step
         if check:
             self._next_check = now + _CHECK_INTERVAL
-        cursor, claimed = self._maintain_script(
-            keys=[self._stream, self._delayed, self._dead_letters],
+        cursor, claimed, legacy_waiting = self._maintain_script(
+            keys=[self._stream, self._delayed, self._dead_letters, keys.legacy_list_key(self.queue)],
             args=[
                 keys.GROUP,
                 self.consumer,
@@ -182,6 +182,8 @@ class RedisReceiver(Receiver):
         )
         self._cursor = _text(cursor)
         self._take(entries_of(claimed))
+        if legacy_waiting:  # a sender of an earlier version pushed onto the former list: onto the stream with it
+            legacy.drain_list(self._client, self.queue)
 
     def _read(self, seconds: float) -> None:
         response = self._client.xreadgroup(

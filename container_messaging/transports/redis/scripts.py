@@ -3,7 +3,9 @@
 ``MAINTAIN`` (a consumer runs it every polling interval)
     Moves the due delayed copies of its queue onto the queue's stream, and, when asked (about once a second),
     takes over entries whose consumer is gone (its alive key expired, or the released owner) and entries held
-    longer than the visibility timeout. Returns ``{next XAUTOCLAIM cursor, {{id, {field, value, ...}}, ...}}``.
+    longer than the visibility timeout, and tells whether the former transport's list of the queue has messages
+    (a sender of an earlier version still pushes there). Returns ``{next XAUTOCLAIM cursor, {{id, {field, value,
+    ...}}, ...}, 1 when that list has messages}``.
 ``DELAY``
     Adds a delayed copy, due ``delay`` ms from now by Redis's clock.
 ``LEAVE`` (a receiver that closes)
@@ -31,13 +33,14 @@ local function holds_nothing(stream, group, name)
 end
 """
 
-#: KEYS: stream, delayed set, dead letter stream. ARGV: group, me, alive key prefix, lease (ms), room (entries to take
-#: at most), check ('1': look for entries of gone consumers and run-out leases), XAUTOCLAIM cursor.
+#: KEYS: stream, delayed set, dead letter stream, the former transport's list. ARGV: group, me, alive key prefix,
+#: lease (ms), room (entries to take at most), check ('1': look for entries of gone consumers and run-out leases),
+#: XAUTOCLAIM cursor.
 MAINTAIN: Final = (
     _NOW
     + _HOLDS_NOTHING
     + """
-local stream, delayed, dead = KEYS[1], KEYS[2], KEYS[3]
+local stream, delayed, dead, legacy = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, me, alive = ARGV[1], ARGV[2], ARGV[3]
 local lease, room, check, cursor = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7]
 
@@ -67,7 +70,8 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT
   end
 end
 
-if not check or redis.call('EXISTS', stream) == 0 then return {cursor, {}} end
+if not check or redis.call('EXISTS', stream) == 0 then return {cursor, {}, 0} end
+local legacy_waiting = redis.call('TYPE', legacy)['ok'] == 'list' and 1 or 0
 
 local function field(list, name)
   for i = 1, #list, 2 do
@@ -101,7 +105,7 @@ if #claimed < room then
     if entry then claimed[#claimed + 1] = entry end
   end
 end
-return {cursor, claimed}
+return {cursor, claimed, legacy_waiting}
 """
 )
 
