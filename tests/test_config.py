@@ -709,9 +709,9 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
     assert error_of(path) == (
         f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
         "recoverability, scan, service_name, transport); scan[1]: expected a module name string, got int 7; "
-        "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, confirm_timeout, connect_timeout, "
-        "data_folder, delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, ssl, "
-        "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
+        "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
+        "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, reply_timeout, "
+        "ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
         "transport.prefetch_count: expected an integer, got 'abc'"
     )
 

@@ -810,12 +810,12 @@ def test_a_publish_on_a_blackholed_connection_fails_within_its_bounds(
     broker: str, outcome: str, tmp_path: Path, unique: str
 ) -> None:
     """A sender whose connection stops answering gets a TransportError within a few seconds (connect_timeout 1,
-    confirm_timeout 1, one retry) that says what is known of the message; before the blackhole a publish worked."""
+    reply_timeout 1, one retry) that says what is known of the message; before the blackhole a publish worked."""
     proxy = TcpProxy(_address(broker))
     service = Service(tmp_path, unique, proxy.url(broker), admin_url=broker)
     try:
         service.setup()
-        bounds = {"connect_timeout": 1, "confirm_timeout": 1, "publish_retries": 1}
+        bounds = {"connect_timeout": 1, "reply_timeout": 1, "publish_retries": 1}
         with service.container(proxy.url(broker), **bounds) as sender:
             bus = sender.get(DistributedBus)
             _send(bus, service.name, range(1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -119,11 +120,21 @@ def test_redis_tls_verifies_the_certificate(transport: dict[str, object]):
 
 
 def test_every_redis_wait_is_bounded_and_redis_py_retries_nothing():
-    """A Redis client waits connect_timeout at most to connect and for each reply, and redis-py itself retries
-    nothing (the transport decides what is retried and says what is known)."""
-    kwargs = _connection({"url": "redis://127.0.0.1:6379/0", "connect_timeout": 3}).connection_pool.connection_kwargs
+    """A Redis client waits connect_timeout at most to connect and for each reply (Redis answers at once), and
+    redis-py itself retries nothing (the transport decides what is retried and says what is known)."""
+    options = {"url": "redis://127.0.0.1:6379/0", "connect_timeout": 3, "reply_timeout": 7}
+    kwargs = _connection(options).connection_pool.connection_kwargs
     assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (3, 3)
     assert kwargs["retry"].get_retries() == 0
+
+
+def test_amqp_waits_are_bounded_by_reply_timeout_for_senders_and_connect_timeout_for_consumers():
+    """A RabbitMQ sender's connection waits reply_timeout at most for each answer, a consumer's connect_timeout."""
+    settings = settings_from_dict({"transport": {"url": "pyamqp://g:g@127.0.0.1:5672//", "reply_timeout": 7}})
+    transport: Any = create_transport(TransportOptions.of(settings.transport))
+    sender, consumer = transport.new_connection(), transport.consumer_connection()
+    assert (sender.transport_options["read_timeout"], sender.transport_options["write_timeout"]) == (7, 7)
+    assert (consumer.transport_options["read_timeout"], consumer.transport_options["write_timeout"]) == (5, 5)
 
 
 @pytest.mark.parametrize("url", ["amqps://guest:guest@127.0.0.1:5671//", "rediss://127.0.0.1:6380/0"])

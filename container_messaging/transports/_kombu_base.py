@@ -87,6 +87,10 @@ class KombuTransport(BrokerTransport):
     def new_connection(self) -> kombu.Connection:
         """A kombu connection (not yet connected) with this broker's options."""
 
+    def consumer_connection(self) -> kombu.Connection:
+        """The connection of a receiver: :meth:`new_connection`'s, unless the broker needs other bounds there."""
+        return self.new_connection()
+
     @abc.abstractmethod
     def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
         """One attempt to publish ``message`` (``exchange`` ``""`` addresses the queue named by its routing key);
@@ -296,7 +300,7 @@ class KombuReceiver(Receiver):
         self._closed = threading.Event()
         self._last_poll_hook = 0.0
         self._consumer: kombu.Consumer | None = None
-        self._connection = transport.new_connection()
+        self._connection = transport.consumer_connection()
         self._errors = transport.connect(self._connection, f"consuming queue {queue!r}")
         try:
             self.exclusively("consuming queue", queue, self._open, prefetch_count, consume)

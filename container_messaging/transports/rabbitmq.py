@@ -169,7 +169,7 @@ class RabbitMqTransport(KombuTransport):
         #: the URL of the failover list that answered last: the first one the next connection tries
         self._preferred = options.urls[0]
         #: seconds to wait for a publisher confirm before the outcome counts as unknown
-        self.confirm_timeout = options.confirm_timeout
+        self.confirm_timeout = options.reply_timeout
 
     # -- connection ------------------------------------------------------------------------------------------------
 
@@ -181,18 +181,27 @@ class RabbitMqTransport(KombuTransport):
 
     def new_connection(self) -> kombu.Connection:
         """A connection to :attr:`preferred_url` alone (kombu's own failover is not used: it keeps the first URL's
-        host name in the TLS options); :meth:`connect` moves it along the failover list."""
+        host name in the TLS options); :meth:`connect` moves it along the failover list. A sender or an administrative
+        operation waits ``reply_timeout`` at most for each answer (a declaration, a deletion, a confirm)."""
+        return self._connection(self.options.reply_timeout)
+
+    def consumer_connection(self) -> kombu.Connection:
+        """A receiver's connection: it waits ``connect_timeout`` at most for each answer (its declarations, its
+        goodbye), so that a consumer on a connection that stopped answering stops within seconds; its copies wait
+        ``reply_timeout`` for their confirms."""
+        return self._connection(self.options.connect_timeout)
+
+    def _connection(self, answer_timeout: float) -> kombu.Connection:
         o = self.options
         return kombu.Connection(
             _pyamqp(self._preferred),
             heartbeat=o.heartbeat,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
-            # every wait for the broker is bounded: an answer (declare-ok, cancel-ok, close-ok, a frame of a message)
-            # by connect_timeout, a publisher confirm by confirm_timeout; past that the connection counts as lost
+            # every wait for the broker is bounded (py-amqp's socket timeouts); past that the connection is lost
             transport_options={
-                "read_timeout": o.connect_timeout,
-                "write_timeout": o.connect_timeout,
+                "read_timeout": answer_timeout,
+                "write_timeout": answer_timeout,
                 **({"confirm_publish": True} if o.confirm_publish else {}),
             },
         )

@@ -19,9 +19,9 @@ consumers of a queue compete in it, each under a name of its own. What the trans
   A mandatory message no queue receives is an UnroutableMessageError, as on RabbitMQ.
 - **Garbage never stops a consumer.** An entry that is not a message goes to the dead letter as it is, with the
   reason (``envelope.py``).
-- **Every wait is bounded**: connecting by ``connect_timeout``, each reply by ``connect_timeout`` too (plus the
-  time a consumer asked to block for), so a consumer on a dead connection notices it, and stops on a signal, within
-  seconds.
+- **Every wait is bounded** by ``connect_timeout``: connecting, the TLS handshake, each reply (after the time a
+  consumer asked to block for): Redis answers at once, or not at all. So a consumer on a dead connection notices
+  it, and stops on a signal, within seconds.
 - **Upgrading** from the kombu-based transport of earlier versions: setting an endpoint up moves the messages left
   in kombu's lists onto the streams (``legacy.py``).
 

@@ -49,8 +49,9 @@ class RedisTransport(BrokerTransport):
 
     def new_connection(self, read_timeout: float | None = None) -> redis.Redis:
         """A redis-py client (it connects on first use) with this transport's options: every wait bounded
-        (connecting and TLS by ``connect_timeout``, each reply by ``read_timeout``, ``connect_timeout`` by default),
-        no retry of its own (this transport decides what to retry), TLS when asked."""
+        (connecting by ``connect_timeout``; the TLS handshake and each reply by ``read_timeout``, ``connect_timeout``
+        by default: Redis answers at once, or not at all), no retry of its own (this transport decides what to
+        retry), TLS when asked."""
         o = self.options
         url = o.url
         kwargs: dict[str, Any] = {

@@ -87,6 +87,8 @@ class RedisReceiver(Receiver):
         self._next_maintenance = 0.0
         self._next_check = 0.0
         self._closed = threading.Event()
+        # each reply within connect_timeout (after the time a read asked to block for): a consumer notices a
+        # connection that stopped answering, and stops on a signal, within seconds
         self._client = transport.new_connection(read_timeout=transport.options.connect_timeout + self._step)
         self._maintain_script = self._client.register_script(scripts.MAINTAIN)
         self._delay_script = self._client.register_script(scripts.DELAY)
