@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -220,10 +221,21 @@ def _kombu(body: bytes, **headers: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-def test_setup_moves_the_former_transports_messages_over(endpoint: Endpoint) -> None:
+@pytest.fixture
+def private_database(redis_url: str, unique: str) -> Iterator[Endpoint]:
+    """An endpoint in database 13 of the Redis server: kombu's ``unacked`` keys are shared by a whole database, and
+    kombu consumers elsewhere on the server (database 0) would restore test entries there themselves."""
+    parts = urlsplit(redis_url)
+    built = Endpoint(urlunsplit((parts.scheme, parts.netloc, "/13", "", "")), unique, heartbeat=1)
+    yield built
+    built.close()
+
+
+def test_setup_moves_the_former_transports_messages_over(private_database: Endpoint) -> None:
     """Setting the endpoint up moves what kombu's Redis transport left: its list (oldest first), its delayed set
     (keeping the due time) and its taken messages older than the visibility timeout (not younger ones, nor other
     queues'); an envelope that cannot be read goes to the dead letter as it is."""
+    endpoint = private_database
     raw, queue = endpoint.raw, endpoint.queue
     raw.lpush(queue, _kombu(b"1", id="old-1"))
     raw.lpush(queue, b"\x00 not kombu")
