@@ -5,18 +5,23 @@ The public API, re-exported; every name is defined in the module that owns the c
 
 from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
 from container_messaging.config import (
+    BusSettings,
+    ChannelSettings,
     ConsumerSettings,
     ConversionSettings,
     DeduplicationSettings,
     DistributionSettings,
+    EventMappingSettings,
     RecoverabilitySettings,
+    ServiceMappingSettings,
+    ServiceMapSettings,
     Settings,
     TransportSettings,
     load_settings,
 )
 from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
-from container_messaging.conversion import Converter
+from container_messaging.conversion import Converter, type_name
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.deduplication import DeduplicationStore
 from container_messaging.distributed import DistributedBus
@@ -42,6 +47,7 @@ from container_messaging.errors import (
     UnroutableMessageError,
     UnsupportedMediaTypeError,
 )
+from container_messaging.injection import Named
 from container_messaging.markers import (
     RetryPolicy,
     command_handler,
@@ -60,6 +66,8 @@ from container_messaging.redaction import SecretUrl
 __all__ = [
     "AmbiguousDependencyError",
     "BrokerRefusedError",
+    "BusSettings",
+    "ChannelSettings",
     "CommandBus",
     "ConfigurationError",
     "ConsumerSettings",
@@ -78,6 +86,7 @@ __all__ = [
     "EndpointConsumer",
     "EndpointError",
     "EventBus",
+    "EventMappingSettings",
     "HandlerDefinitionError",
     "Header",
     "Headers",
@@ -91,6 +100,7 @@ __all__ = [
     "MessagingError",
     "MissingDependencyError",
     "MissingHeaderError",
+    "Named",
     "NoHandlerError",
     "QueryBus",
     "RecoverabilitySettings",
@@ -99,6 +109,8 @@ __all__ = [
     "RunResult",
     "ScanError",
     "SecretUrl",
+    "ServiceMapSettings",
+    "ServiceMappingSettings",
     "Settings",
     "TransportError",
     "TransportSettings",
@@ -114,4 +126,5 @@ __all__ = [
     "sends_command",
     "sends_message",
     "service_activator",
+    "type_name",
 ]

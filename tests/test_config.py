@@ -362,8 +362,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "app.yaml", "transprot:\n  url: memory://\n")
     message = error_of(path)
     assert message == (
-        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
-        "recoverability, scan, service_name, transport)"
+        f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
+        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, transport)"
     )
 
 
@@ -620,6 +620,10 @@ def test_as_dict_round_trip(tmp_path: Path) -> None:
         "recoverability",
         "consumer",
         "deduplication",
+        "channels",
+        "consume",
+        "service_map",
+        "distributed_buses",
     }
     assert all(type(data[group]) is dict for group in ("transport", "conversion", "distribution"))
     assert settings_from_dict(data) == settings
@@ -707,8 +711,9 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
         "transprot: {}\nscan: [billing, 7]\ntransport:\n  prefetch_count: abc\n  bogus: 1\n",
     )
     assert error_of(path) == (
-        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
-        "recoverability, scan, service_name, transport); scan[1]: expected a module name string, got int 7; "
+        f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
+        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, "
+        "transport); scan[1]: expected a module name string, got int 7; "
         "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
         "heartbeat, polling_interval, prefetch_count, publish_retries, ssl, ssl_ca_certs, ssl_certfile, "
         "ssl_keyfile, ssl_verify, url, visibility_timeout); transport.prefetch_count: expected an integer, got 'abc'"
