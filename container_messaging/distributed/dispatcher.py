@@ -18,7 +18,15 @@ from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_KEY, 
 from container_messaging.errors import DistributionError
 from container_messaging.invocation import Handler
 from container_messaging.markers import HandlerKind
-from container_messaging.messages import CONTENT_TYPE, ID, TARGET_HANDLER, Headers, MediaType, Message
+from container_messaging.messages import (
+    CONTENT_TYPE,
+    ID,
+    TARGET_HANDLER,
+    Headers,
+    MediaType,
+    Message,
+    new_message_id,
+)
 from container_messaging.routing import RoutingTable
 
 __all__ = ["DistributedDispatcher", "inbound_message"]
@@ -28,9 +36,12 @@ _CACHE_LIMIT: Final = 4096
 
 def inbound_message(body: bytes, headers: dict[str, Any], content_type: str | None) -> Message:
     """A message read off the wire (its headers dict is adopted, not copied): the AMQP content type fills in a
-    missing ``contentType`` header."""
+    missing ``contentType`` header, and a message without an ``id`` (written by hand by a non-Ecotone application)
+    gets one, as Ecotone gives it."""
     if not headers.get(CONTENT_TYPE):
         headers[CONTENT_TYPE] = content_type or MediaType.OCTET_STREAM
+    if not headers.get(ID):
+        headers[ID] = new_message_id()
     return Message(body, Headers.adopt(headers))
 
 
