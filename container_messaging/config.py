@@ -44,6 +44,8 @@ Group ``conversion`` (``[conversion]``):
     ``camelCase`` (Ecotone's convention) or ``as_is``.
 ``forbid_unknown_keys`` (default ``false``)
     A payload key that matches no field is an error instead of being ignored.
+``scalars`` (default ``strict``)
+    ``strict`` or ``lenient``: coerce scalars as a PHP service's serializer does (a number for a string field...).
 
 Group ``distribution`` (``[distribution]``):
 
@@ -51,6 +53,8 @@ Group ``distribution`` (``[distribution]``):
     The exchange distributed messages travel on; not empty.
 ``queue_prefix`` (default ``distributed_``)
     Prefix of each service's distributed queue name.
+``unsubscribed_events`` (default ``drop``)
+    An event no service subscribes to: ``drop`` it, or ``error`` (Ecotone 1.326 publishes mandatory).
 
 Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
 ``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
@@ -79,6 +83,28 @@ Group ``deduplication`` (``[deduplication]``):
 ``max_entries`` (default ``100000``)
     The memory store's bound.
 
+Message channels, Service Maps and several distributed buses (nested keys; in INI, dotted sections such as
+``[channels.NAME]``, ``[service_map]``, ``[service_map.commands]``, ``[distributed_buses.NAME.service_map]``):
+
+``channels`` (default: none)
+    ``<name>: {url: ...}``: a message channel, a durable queue named after it, on the broker of ``url`` (default:
+    ``transport.url``). ``null`` for all defaults.
+``consume`` (default: none)
+    The channels this service consumes (each an endpoint named after it); like ``scan``, a list or a string.
+``service_map`` (default: none)
+    The default distributed bus's Service Map (:class:`ServiceMapSettings`): ``commands`` (service -> channel),
+    ``events`` (a list of :class:`EventMappingSettings`), ``services`` (the older single form), ``channels``. Or
+    ``{file: path}``: the map is read from that YAML file, relative to the configuration file's folder (the folder
+    given to :func:`settings_from_dict`); errors inside it name the file and the key path in it. Without a map, the
+    default bus is Ecotone's AMQP distributed bus.
+``distributed_buses`` (default: none)
+    ``<name>: {service_map: ...}``: more distributed buses by reference name (letters, digits, ``_``), each with its
+    own map, or none (the AMQP bus).
+
+The references between these keys are checked once every key has the right type: every channel a map or
+``consume`` names is defined (in ``channels`` or a map's ``channels``), a channel defined twice is defined the same
+way, the default bus is configured once, and consuming or a distributed bus has a ``service_name``.
+
 Values:
 
 * Every string value may refer to environment variables: ``${VAR}``, or ``${VAR:default}`` (the default may be
@@ -90,10 +116,10 @@ Values:
 * Booleans are YAML booleans or the strings ``true/false/yes/no/on/off/1/0`` (any case).  Integers and numbers
   may be written as strings.  String keys (``service_name``, ``url``...) must be strings in YAML: quote them.
 * In YAML, ``null`` is allowed for ``service_name``, the ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile`` paths,
-  ``scan`` (no modules), ``delayed_retries`` (no delayed retries) and a whole group (all of its defaults); it is an
-  error anywhere else.
+  ``scan`` (no modules), ``delayed_retries`` (no delayed retries), a channel's ``url``, ``subscription_keys``
+  (every event), a nested key (none) and a whole group (all of its defaults); it is an error anywhere else.
 * INI files are read without ``%`` interpolation and keep the case of keys; a ``[DEFAULT]`` section with keys is
-  an error, as is any section not listed above.  Inline comments are not supported (``#`` or ``;`` after a value
+  an error, as is any section not listed above. A name with a dot cannot be part of a dotted section's name.  Inline comments are not supported (``#`` or ``;`` after a value
   are part of the value).
 
 Example (YAML)::
@@ -130,7 +156,9 @@ mapping is shown only by its type.
 
 The file's keys are structured with cattrs: one structure hook per value type (``str``, ``int``, ``float``,
 ``bool``, ``str | None``, :class:`~container_messaging.redaction.SecretUrl`, the lists), which interpolates and
-coerces as described above.  The same parsers, without interpolation or coercion, validate settings objects built
+coerces as described above; a key may name its own parser (a list of names is not a list of modules), and nested keys
+(mappings of names to settings, lists of settings, one optional settings object) get hooks that name each bad entry
+by its key or index.  The same parsers, without interpolation or coercion, validate settings objects built
 directly in code (``TransportSettings(prefetch_count=0)`` is an error naming the class and the field).
 
 The configuration file of the command line is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment
