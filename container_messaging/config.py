@@ -119,8 +119,8 @@ Values:
   ``scan`` (no modules), ``delayed_retries`` (no delayed retries), a channel's ``url``, ``subscription_keys``
   (every event), a nested key (none) and a whole group (all of its defaults); it is an error anywhere else.
 * INI files are read without ``%`` interpolation and keep the case of keys; a ``[DEFAULT]`` section with keys is
-  an error, as is any section not listed above. A name with a dot cannot be part of a dotted section's name.  Inline comments are not supported (``#`` or ``;`` after a value
-  are part of the value).
+  an error, as is any section not listed above; a name with a dot cannot be part of a dotted section's name.
+  Inline comments are not supported (``#`` or ``;`` after a value are part of the value).
 
 Example (YAML)::
 
