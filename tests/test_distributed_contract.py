@@ -62,6 +62,13 @@ class BillingService:
         raise RuntimeError("handler failed on purpose")
 
     @distributed
+    @command_handler("billing.flaky")
+    def flaky(self, command: dict, headers: Headers) -> None:
+        RECEIVED.append(("billing.flaky", command, dict(headers)))
+        if len([r for r in RECEIVED if r[0] == "billing.flaky"]) < 3:
+            raise RuntimeError("not yet")
+
+    @distributed
     @service_activator("billing.channel")
     def channel(self, payload: str, headers: Headers) -> None:
         RECEIVED.append(("billing.channel", payload, dict(headers)))
@@ -104,6 +111,7 @@ SETUPS = [
     ("service_map", "rabbitmq+redis"),
 ]
 SERVICES = ("billing", "ticket", "audit", "user")
+DELAYS = (50,)  # the delayed retries of the retry test
 ON_RABBITMQ = ("billing", "audit")  # the others' channels are on Redis, in the two-broker setup
 
 
@@ -207,7 +215,7 @@ class Services:
         for container in self.containers:
             if self.mode == "amqp" and container.list():
                 queue = container.topology.queue(container.settings.service_name or "")
-                forget_endpoint(container, queue)
+                forget_endpoint(container, queue, DELAYS)
         if self.mode == "service_map" and self.containers:
             channels = self.containers[0].channels
             for service in SERVICES:
@@ -226,7 +234,7 @@ def drop_queue(url: str, queue: str) -> None:
         if scheme == "redis":
             channel.client.delete(queue, dead_letter_queue(queue), f"{queue}.delayed")
             return
-        for name in (queue, dead_letter_queue(queue)):
+        for name in (queue, dead_letter_queue(queue), *(f"{queue}.delay.{ms}" for ms in DELAYS)):
             channel.queue_delete(name)
 
 
@@ -391,6 +399,37 @@ def test_stop_on_failure_keeps_the_message_on_its_queue(services: Services) -> N
     assert (result.handled, result.failed) == (0, 1)
     assert "stop_on_failure" in result.stop_reason
     assert services.queue_size(billing) == 2
+
+
+def test_failing_handler_is_retried_at_once_then_later_and_succeeds(services: Services) -> None:
+    """A handler that fails twice runs again at once (immediate retry), then after a delay (a delayed copy on the
+    same queue, never held unacknowledged), and succeeds: nothing is dead-lettered."""
+    billing = services.container("billing", recoverability={"immediate_retries": 1, "delayed_retries": list(DELAYS)})
+    user = services.container("user")
+    billing.setup()
+    user.get(DistributedBus).send_command("billing", "billing.flaky", '{"n":1}', "application/json")
+    first = billing.run(services.endpoint(billing), handled_message_limit=1)
+    assert (first.handled, first.failed) == (0, 1)  # two attempts, then a delayed copy
+    second = drain(services, billing)
+    assert (second.handled, second.failed) == (1, 0)
+    attempts = services.received("billing.flaky")
+    assert len(attempts) == 3
+    assert len({headers["id"] for _, _, headers in attempts}) == 1  # one message, three attempts
+    assert services.queue_size(billing, dead_letter=True) == 0
+
+
+def test_a_message_already_handled_is_skipped_when_it_comes_again(services: Services) -> None:
+    """A message whose id a handler already handled (sent twice with the same id) is acknowledged as a duplicate,
+    and the handler runs once."""
+    billing, user = services.container("billing"), services.container("user")
+    billing.setup()
+    bus = user.get(DistributedBus)
+    message_id = str(uuid.uuid4())
+    for _ in range(2):
+        bus.send_message("billing", "billing.channel", "once", metadata={"id": message_id})
+    result = drain(services, billing)
+    assert (result.handled, result.duplicates) == (1, 1)
+    assert [payload for _, payload, _ in services.received("billing.channel")] == ["once"]
 
 
 def test_command_targeted_at_another_service_is_an_error(services: Services) -> None:
