@@ -44,10 +44,9 @@ from container_messaging.errors import ConfigurationError, ContainerError, Endpo
 from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
-from container_messaging.redaction import SecretUrl
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, EndpointTopology, create_transport
+from container_messaging.transports import BaseTransport, EndpointTopology, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
@@ -59,7 +58,8 @@ T = TypeVar("T")
 def _create_transport(settings: TransportSettings, url: str | None = None) -> BaseTransport:
     """The one place a transport is created: from the ``transport`` settings, on ``url`` when given (the broker of
     a channel; the other settings are shared)."""
-    return create_transport(settings if url is None else attrs.evolve(settings, url=SecretUrl(url)))
+    options = TransportOptions.of(settings)
+    return create_transport(options if url is None else attrs.evolve(options, url=url))
 
 
 class _Closable(Protocol):

@@ -27,6 +27,7 @@ __all__ = [
     "distributed",
     "event_handler",
     "is_distributed",
+    "is_transactional",
     "markers_of",
     "publishes",
     "query_handler",
@@ -36,10 +37,12 @@ __all__ = [
     "sends_command",
     "sends_message",
     "service_activator",
+    "transactional",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+TRANSACTIONAL_ATTR: Final = "__container_messaging_transactional__"
 MARKERS_ATTR: Final = "__container_messaging_markers__"
 DISTRIBUTED_ATTR: Final = "__container_messaging_distributed__"
 RETRIES_ATTR: Final = "__container_messaging_retries__"
@@ -284,3 +287,29 @@ def sending_declarations_of(func: Any) -> tuple[SendingDeclaration, ...]:
     func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
     declared: tuple[SendingDeclaration, ...] = getattr(func, SENDS_ATTR, ())
     return declared if isinstance(declared, tuple) else ()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transactions
+
+
+@overload
+def transactional(func: F) -> F: ...
+@overload
+def transactional(func: None = None) -> Callable[[F], F]: ...
+def transactional(func: Any = None) -> Any:
+    """Runs the handler inside a database transaction of the outbox's unit of work: its writes (it receives the
+    connection through a parameter annotated with the connection's type), the inbox record of the message it handled
+    and the messages it sends commit together; a message already in the inbox runs nothing
+    (see :mod:`container_messaging.outbox`)."""
+
+    def apply(target: F) -> F:
+        setattr(_target(target, "transactional"), TRANSACTIONAL_ATTR, True)
+        return target
+
+    return apply if func is None else apply(func)
+
+
+def is_transactional(func: Any) -> bool:
+    func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+    return getattr(func, TRANSACTIONAL_ATTR, False) is True
