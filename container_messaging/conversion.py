@@ -562,12 +562,12 @@ class Converter:
             return PayloadPlan(target, self._plan_str())
         if target is bytes:
             return PayloadPlan(target, self._plan_bytes())
-        family = self._polymorphic_family(target)
+        roots, family = self._polymorphic_family(target)
         try:
             hook = self._cattrs.get_structure_hook(target)
         except StructureHandlerNotFoundError as exc:
             if family:  # a plain base class (or a union) of message classes: the type name picks one
-                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, family, None))
+                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, roots, None))
             raise ConversionError(
                 f"no conversion to {_describe_target(target)}",
                 (
@@ -577,7 +577,7 @@ class Converter:
             ) from exc
         except Exception as exc:
             if family:
-                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, family, None))
+                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, roots, None))
             raise ConversionError(f"no conversion to {_describe_target(target)}", (str(exc),)) from exc
         if _is_structured_class(target):
             convert = self._plan_class(target, hook)
@@ -585,19 +585,18 @@ class Converter:
             convert = self._plan_collection(target, hook)
         else:
             convert = self._plan_other(target, hook)
-        return PayloadPlan(target, convert, self._chooser(target, family, convert) if family else None)
+        return PayloadPlan(target, convert, self._chooser(target, roots, convert) if family else None)
 
     # ------------------------------------------------------------------------------------------ type names
 
-    def _polymorphic_family(self, target: Any) -> list[type]:
+    def _polymorphic_family(self, target: Any) -> tuple[tuple[type, ...], list[type]]:
         """The message classes a ``__TypeId__`` may choose for ``target``: a class and its subclasses, or the members
-        of a union and theirs (attrs classes and dataclasses); empty for any other target."""
-        if _is_union(target):
-            roots = tuple(arg for arg in get_args(target) if isinstance(arg, type) and arg is not _NONE_TYPE)
-        elif isinstance(target, type) and target.__module__ != "builtins" and not issubclass(target, Enum):
-            roots = (target,)
-        else:
-            return []
+        of a union and theirs (attrs classes and dataclasses); none for any other target. Returns the roots too (the
+        class, or the union's members), from which later subclasses are found."""
+        candidates = get_args(target) if _is_union(target) else (target,)
+        roots = tuple(
+            tp for tp in candidates if isinstance(tp, type) and tp.__module__ != "builtins" and not issubclass(tp, Enum)
+        )
         family = _family(roots)
         declared: dict[str, type] = {}
         for cls in family:
@@ -607,20 +606,19 @@ class Converter:
                 raise ConversionError(
                     f"no conversion to {_describe_target(target)}", (f"{clash} both declare type name {name!r}",)
                 )
-        return family
+        return roots, family
 
-    def _chooser(self, target: Any, family: list[type], default: _Convert | None) -> Callable[[str], _Convert]:
-        """For a message's ``__TypeId__``: the conversion to the class of ``family`` known by that name (looked up
-        once per name, among the classes that exist then), or ``default`` (the target's own conversion)."""
+    def _chooser(self, target: Any, roots: tuple[type, ...], default: _Convert | None) -> Callable[[str], _Convert]:
+        """For a message's ``__TypeId__``: the conversion to the class of the family of ``roots`` known by that name
+        (looked up once per name, among the classes that exist then), or ``default`` (the target's own conversion)."""
         chosen: dict[str, _Convert] = {}
-        roots = family
 
         def choose(type_id: str) -> _Convert:
             try:
                 return chosen[type_id]
             except KeyError:
                 pass
-            candidates = _family(tuple(roots))  # subclasses defined since boot count too
+            candidates = _family(roots)  # subclasses defined since boot count too
             match = next((cls for cls in candidates if self.type_name(cls) == type_id), None)
             if match is not None and match is not target:
                 convert = self.plan(match)._convert
