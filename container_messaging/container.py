@@ -269,9 +269,11 @@ class MessagingContainer:
         stop_on_failure: bool = False,
         finish_when_no_messages: bool = False,
         wait_for_broker: float | None = None,
+        concurrency: int = 1,
     ) -> RunResult:
         """Consumes endpoint ``name`` until a limit is reached or SIGINT/SIGTERM (Ecotone's ``run``); with
-        ``wait_for_broker`` (seconds), waits that long at start for a broker that does not answer yet."""
+        ``wait_for_broker`` (seconds), waits that long at start for a broker that does not answer yet; with
+        ``concurrency`` N, handles up to N messages at once."""
         options = RunOptions(
             handled_message_limit,
             execution_time_limit,
@@ -279,6 +281,7 @@ class MessagingContainer:
             stop_on_failure,
             finish_when_no_messages,
             wait_for_broker,
+            concurrency,
         )
         return self.endpoint(name).run(options)
 
