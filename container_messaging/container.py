@@ -16,13 +16,26 @@ from typing import Any, Protocol, TypeVar, overload
 
 from dependency_injector import containers, providers
 
-from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
+from container_messaging.buses import (
+    AsyncCommandBus,
+    AsyncEventBus,
+    AsyncQueryBus,
+    CommandBus,
+    EventBus,
+    MessageChannels,
+    QueryBus,
+)
 from container_messaging.config import Settings, load_ini, load_settings, load_yaml, settings_from_dict
 from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter
 from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
-from container_messaging.distributed import DistributedBus, DistributedDispatcher, DistributedTopology
+from container_messaging.distributed import (
+    AsyncDistributedBus,
+    DistributedBus,
+    DistributedDispatcher,
+    DistributedTopology,
+)
 from container_messaging.errors import ConfigurationError, ContainerError, EndpointError
 from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
@@ -109,23 +122,29 @@ class MessagingContainer:
             "query_bus": (QueryBus, QueryBus(self.routes)),
             "event_bus": (EventBus, EventBus(self.routes)),
             "message_channels": (MessageChannels, MessageChannels(self.routes)),
+            "async_command_bus": (AsyncCommandBus, AsyncCommandBus(self.routes)),
+            "async_query_bus": (AsyncQueryBus, AsyncQueryBus(self.routes)),
+            "async_event_bus": (AsyncEventBus, AsyncEventBus(self.routes)),
         }
         for name, (tp, bus) in buses.items():
             self._injector.register(name, tp, providers.Object(bus), "the framework")
         if s.service_name is None:
             self._injector.refuse(DistributedBus, self._needs_service_name)
+            self._injector.refuse(AsyncDistributedBus, self._needs_service_name)
             return
-        self._injector.register(
-            "distributed_bus",
+        distributed_bus = providers.Singleton(
             DistributedBus,
-            providers.Singleton(
-                DistributedBus,
-                service_name=s.service_name,
-                transport=transport_provider,
-                converter=self.converter,
-                topology=self.topology,
-                auto_declare=s.transport.auto_declare,
-            ),
+            service_name=s.service_name,
+            transport=transport_provider,
+            converter=self.converter,
+            topology=self.topology,
+            auto_declare=s.transport.auto_declare,
+        )
+        self._injector.register("distributed_bus", DistributedBus, distributed_bus, "the framework")
+        self._injector.register(
+            "async_distributed_bus",
+            AsyncDistributedBus,
+            providers.Singleton(AsyncDistributedBus, distributed_bus),
             "the framework",
         )
 
