@@ -130,9 +130,9 @@ class KombuTransport(BaseTransport):
     The publisher keeps one connection; each receiver and each administrative operation opens its own.
 
     Publishing is safe from any number of threads (group commit, leader/follower): a caller queues its
-    :class:`PublishRequest` and takes the publisher lock; the caller that gets it (the leader) publishes every
-    request queued so far, in one go (:meth:`publish_group`: with RabbitMQ's confirms, one wait for all of them),
-    and tells each its own outcome; the callers whose requests it published find them done when they get the lock.
+    :class:`PublishRequest`; when nobody is publishing, it becomes the leader and publishes every request queued so
+    far, in one go (:meth:`publish_group`: with RabbitMQ's confirms, one wait for all of them), tells each its own
+    outcome and wakes the others: those whose requests it published return, and one of the rest leads next.
     Nobody else touches the publisher connection meanwhile, and no extra thread is needed.
     """
 
@@ -149,7 +149,8 @@ class KombuTransport(BaseTransport):
         #: held by whoever uses the publisher connection (reentrant: the leader of a group calls with_retries)
         self._publisher_lock = threading.RLock()
         self._waiting: list[PublishRequest] = []  # requests not taken by a leader yet
-        self._waiting_lock = threading.Lock()
+        self._leading = False  # a caller publishes a group; the others wait for their turn (or their outcome)
+        self._turn = threading.Condition(threading.Lock())
 
     # -- the adapter's hooks ---------------------------------------------------------------------------------------
 
@@ -357,18 +358,24 @@ class KombuTransport(BaseTransport):
         """Publishes ``messages`` (from any thread) and returns once they are published, or raises what went wrong
         with them (not with other callers' messages): see the class docstring (group commit)."""
         request = PublishRequest(exchange, messages)
-        with self._waiting_lock:
+        with self._turn:
             self._waiting.append(request)
-        with self._publisher_lock:
-            if not request.done:  # nobody published it meanwhile: this caller leads
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
-                try:
+            while self._leading and not request.done:
+                self._turn.wait()
+            if not request.done:  # nobody publishes: this caller leads, with every request queued so far
+                self._leading = True
+                group, self._waiting = self._waiting, []
+        if not request.done:
+            try:
+                with self._publisher_lock:
                     self.publish_group(group)
-                finally:
-                    for left in group:  # only when publish_group itself broke (a bug, an interrupt)
-                        if not left.done:
-                            left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
+            finally:
+                for left in group:  # only when publish_group itself broke (a bug, an interrupt)
+                    if not left.done:
+                        left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
         if request.error is not None:
             raise request.error
 
