@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import builtins
-from collections.abc import Callable, Mapping
-from typing import Any
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import attrs
 
+from container_messaging.distributed.topology import PAYLOAD_TYPE, PayloadType
 from container_messaging.errors import DeadLetterError
 from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER
 from container_messaging.recoverability import FAILURE_HEADERS
@@ -86,7 +89,18 @@ class DeadLetterEntry:
 
 
 class DeadLetter:
-    """The dead letter of one endpoint: ``list``, ``get``, ``replay``, ``replay_all``, ``delete``."""
+    """The dead letter of one endpoint: ``count``, ``list``, ``get``, ``replay``, ``replay_all``, ``delete``.
+
+    Entries are read from the head of the queue one at a time and the reading stops as soon as the operation has
+    what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up to that id's
+    entry (the whole queue for an event: its handlers may have failed separately, each with its own entry).
+    What was read and not taken goes back to the queue.
+    """
+
+    #: the longest wait for an entry the queue said it holds (another reader may have taken it meanwhile)
+    RECEIVE_TIMEOUT: ClassVar[float] = 5.0
+    #: how many entries the broker may hand over ahead of the one being read
+    PREFETCH: ClassVar[int] = 100
 
     def __init__(self, transport: BaseTransport, queue: str, endpoint: str) -> None:
         self._transport = transport
@@ -97,14 +111,19 @@ class DeadLetter:
     def __repr__(self) -> str:
         return f"<DeadLetter endpoint={self.endpoint!r} queue={self._dead_letter_queue!r}>"
 
-    def list(self) -> list[DeadLetterEntry]:
-        """Every entry, oldest first; the entries stay where they are."""
-        with self._transport.browse(self._dead_letter_queue) as deliveries:
-            return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in deliveries]
+    def count(self) -> int:
+        """How many entries the dead letter holds (one question to the broker; nothing is read)."""
+        return self._transport.queue_size(self._dead_letter_queue)
+
+    def list(self, limit: int | None = None) -> builtins.list[DeadLetterEntry]:
+        """The entries, oldest first (at most ``limit``); the entries stay where they are."""
+        with self._reading(limit) as deliveries:
+            return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in itertools.islice(deliveries, limit)]
 
     def get(self, message_id: str) -> builtins.list[DeadLetterEntry]:
         """The entries of one message id (several when several handlers of one event failed)."""
-        entries = [entry for entry in self.list() if entry.message_id == message_id]
+        with self._reading(None) as deliveries:
+            entries = [DeadLetterEntry.from_delivery(d, self.endpoint) for d in self._of(message_id, deliveries)]
         if not entries:
             raise self._missing(message_id)
         return entries
@@ -124,14 +143,51 @@ class DeadLetter:
     def _missing(self, message_id: str) -> DeadLetterError:
         return DeadLetterError(f"no dead letter entry with message id {message_id!r} for endpoint {self.endpoint!r}")
 
+    @contextmanager
+    def _reading(self, limit: int | None) -> Iterator[Iterator[Delivery]]:
+        """The queue's entries, read one at a time while the caller iterates; those not settled go back."""
+        ready = self.count()
+        if not ready or limit == 0:
+            yield iter(())
+            return
+        prefetch = max(1, min(ready, limit or ready, self.PREFETCH))
+        receiver = self._transport.open_receiver(self._dead_letter_queue, prefetch_count=prefetch)
+        read: builtins.list[Delivery] = []
+
+        def deliveries() -> Iterator[Delivery]:
+            for _ in range(ready):  # entries added while reading are not read: the reading always ends
+                delivery = receiver.receive(self.RECEIVE_TIMEOUT)
+                if delivery is None:
+                    return
+                read.append(delivery)
+                yield delivery
+
+        try:
+            yield deliveries()
+        finally:
+            try:
+                for delivery in read:
+                    if not delivery.settled:
+                        delivery.requeue()
+            finally:
+                receiver.close()
+
+    @staticmethod
+    def _of(message_id: str, deliveries: Iterator[Delivery]) -> Iterator[Delivery]:
+        """The deliveries of ``message_id``: up to its first entry, or to the end of the queue for an event."""
+        for delivery in deliveries:
+            if str(delivery.headers.get(ID, "")) == message_id:
+                yield delivery
+                if delivery.headers.get(PAYLOAD_TYPE) != PayloadType.EVENT:
+                    return
+
     def _take(self, message_id: str | None, action: Callable[[Delivery], None]) -> int:
         taken = 0
-        with self._transport.browse(self._dead_letter_queue) as deliveries:
-            for delivery in deliveries:
-                if message_id is None or str(delivery.headers.get(ID, "")) == message_id:
-                    action(delivery)
-                    delivery.ack()
-                    taken += 1
+        with self._reading(None) as deliveries:
+            for delivery in deliveries if message_id is None else self._of(message_id, deliveries):
+                action(delivery)
+                delivery.ack()
+                taken += 1
         if message_id is not None and not taken:
             raise self._missing(message_id)
         return taken

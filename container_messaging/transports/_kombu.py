@@ -205,7 +205,7 @@ class KombuTransport(BaseTransport):
         attempts = self._settings.publish_retries + 1
         for attempt in range(2, attempts + 1):
             self._reset_publisher()
-            log.warning("%s failed (attempt %d of %d), reconnecting: %s", what, attempt - 1, attempts, failure)
+            log.info("%s failed (attempt %d of %d), reconnecting: %s", what, attempt - 1, attempts, failure)
             time.sleep(min(0.2 * 2 ** (attempt - 2), 2.0))
             try:
                 operation()
