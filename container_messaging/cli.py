@@ -107,7 +107,7 @@ BODY_LIMIT: Final = 2000
 TRACE_LIMIT: Final = 4000
 VALUE_LIMIT: Final = 200
 #: The widest a column of ``dead-letter list`` gets without ``--full``.
-_COLUMN_LIMIT: Final = 48
+_COLUMN_LIMIT: Final = 60
 
 log = logging.getLogger("container_messaging.cli")
 
@@ -425,11 +425,16 @@ def _shorten(text: str, limit: int, full: bool) -> str:
     return f"{text[:limit]}... [{len(text) - limit:,} more characters; --full shows all]"
 
 
-def _cell(text: str | None, full: bool) -> str:
-    """One cell of a table: one line, at most ``_COLUMN_LIMIT`` characters unless ``full``."""
+def _cell(text: str | None, full: bool, *, keep_end: bool = False) -> str:
+    """One cell of a table: one line, at most ``_COLUMN_LIMIT`` characters unless ``full`` (``keep_end``: cut at
+    the start, for names whose end tells most, as ``module.Class.method``)."""
     text = text or "-"
-    line = " ".join((text if full else text[: 4 * _COLUMN_LIMIT]).split())  # the work is bounded too
-    return line if full or len(line) <= _COLUMN_LIMIT else f"{line[: _COLUMN_LIMIT - 3]}..."
+    if not full:  # the work is bounded too
+        text = text[-4 * _COLUMN_LIMIT :] if keep_end else text[: 4 * _COLUMN_LIMIT]
+    line = " ".join(text.split())
+    if full or len(line) <= _COLUMN_LIMIT:
+        return line
+    return f"...{line[3 - _COLUMN_LIMIT :]}" if keep_end else f"{line[: _COLUMN_LIMIT - 3]}..."
 
 
 def _time(timestamp: int | None) -> str:
@@ -469,16 +474,17 @@ def _dead_letter_list(dead_letter: DeadLetter, args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [("MESSAGE ID", "FAILED AT", "ATTEMPTS", "ROUTING KEY", "HANDLER", "REASON", "ERROR")]
     for entry in entries:
         error = f"{(entry.error_class or '?').rsplit('.', 1)[-1]}: {entry.error_message or ''}"
-        cells = (
-            entry.message_id,
-            _time(entry.failed_at),
-            str(entry.attempts or "-"),
-            entry.routing_key,
-            entry.handler,
-            entry.reason,
-            error,
+        rows.append(
+            (
+                _cell(entry.message_id, args.full),
+                _time(entry.failed_at),
+                str(entry.attempts or "-"),
+                _cell(entry.routing_key, args.full),
+                _cell(entry.handler, args.full, keep_end=True),
+                _cell(entry.reason, args.full),
+                _cell(error, args.full),
+            )
         )
-        rows.append(tuple(_cell(cell, args.full) for cell in cells))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
         _out("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
