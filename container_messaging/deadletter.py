@@ -13,9 +13,9 @@ from __future__ import annotations
 import base64
 import builtins
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 
@@ -91,16 +91,12 @@ class DeadLetterEntry:
 class DeadLetter:
     """The dead letter of one endpoint: ``count``, ``list``, ``get``, ``replay``, ``replay_all``, ``delete``.
 
-    Entries are read from the head of the queue one at a time and the reading stops as soon as the operation has
-    what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up to that id's
-    entry (the whole queue for an event: its handlers may have failed separately, each with its own entry).
-    What was read and not taken goes back to the queue.
+    Entries are read from the head of the queue (the transport's ``browse``) and the reading stops as soon as the
+    operation has what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up
+    to that id's entry (the whole queue for an event: its handlers may have failed separately, each with its own
+    entry). Where the broker cannot put a message back in place (Redis, memory), the transport reads the whole
+    queue anyway. What was read and not taken goes back to the queue, in order.
     """
-
-    #: the longest wait for an entry the queue said it holds (another reader may have taken it meanwhile)
-    RECEIVE_TIMEOUT: ClassVar[float] = 5.0
-    #: how many entries the broker may hand over ahead of the one being read
-    PREFETCH: ClassVar[int] = 100
 
     def __init__(self, transport: BaseTransport, queue: str, endpoint: str) -> None:
         self._transport = transport
@@ -117,12 +113,12 @@ class DeadLetter:
 
     def list(self, limit: int | None = None) -> builtins.list[DeadLetterEntry]:
         """The entries, oldest first (at most ``limit``); the entries stay where they are."""
-        with self._reading(limit) as deliveries:
+        with self._browse() as deliveries:
             return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in itertools.islice(deliveries, limit)]
 
     def get(self, message_id: str) -> builtins.list[DeadLetterEntry]:
         """The entries of one message id (several when several handlers of one event failed)."""
-        with self._reading(None) as deliveries:
+        with self._browse() as deliveries:
             entries = [DeadLetterEntry.from_delivery(d, self.endpoint) for d in self._of(message_id, deliveries)]
         if not entries:
             raise self._missing(message_id)
@@ -144,36 +140,17 @@ class DeadLetter:
         return DeadLetterError(f"no dead letter entry with message id {message_id!r} for endpoint {self.endpoint!r}")
 
     @contextmanager
-    def _reading(self, limit: int | None) -> Iterator[Iterator[Delivery]]:
-        """The queue's entries, read one at a time while the caller iterates; those not settled go back."""
+    def _browse(self) -> Iterator[Iterator[Delivery]]:
+        """The entries there were when it started: one replayed and failed again meanwhile is not read again."""
         ready = self.count()
-        if not ready or limit == 0:
+        if not ready:
             yield iter(())
             return
-        prefetch = max(1, min(ready, limit or ready, self.PREFETCH))
-        receiver = self._transport.open_receiver(self._dead_letter_queue, prefetch_count=prefetch)
-        read: builtins.list[Delivery] = []
-
-        def deliveries() -> Iterator[Delivery]:
-            for _ in range(ready):  # entries added while reading are not read: the reading always ends
-                delivery = receiver.receive(self.RECEIVE_TIMEOUT)
-                if delivery is None:
-                    return
-                read.append(delivery)
-                yield delivery
-
-        try:
-            yield deliveries()
-        finally:
-            try:
-                for delivery in read:
-                    if not delivery.settled:
-                        delivery.requeue()
-            finally:
-                receiver.close()
+        with self._transport.browse(self._dead_letter_queue) as deliveries:
+            yield itertools.islice(deliveries, ready)
 
     @staticmethod
-    def _of(message_id: str, deliveries: Iterator[Delivery]) -> Iterator[Delivery]:
+    def _of(message_id: str, deliveries: Iterable[Delivery]) -> Iterator[Delivery]:
         """The deliveries of ``message_id``: up to its first entry, or to the end of the queue for an event."""
         for delivery in deliveries:
             if str(delivery.headers.get(ID, "")) == message_id:
@@ -183,7 +160,7 @@ class DeadLetter:
 
     def _take(self, message_id: str | None, action: Callable[[Delivery], None]) -> int:
         taken = 0
-        with self._reading(None) as deliveries:
+        with self._browse() as deliveries:
             for delivery in deliveries if message_id is None else self._of(message_id, deliveries):
                 action(delivery)
                 delivery.ack()

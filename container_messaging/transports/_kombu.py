@@ -390,17 +390,26 @@ class KombuTransport(BaseTransport):
         return _KombuReceiver(self, queue, prefetch_count)
 
     @contextmanager
-    def browse(self, queue: str) -> Iterator[list[Delivery]]:
+    def browse(self, queue: str) -> Iterator[Iterator[Delivery]]:
         receiver = _KombuReceiver(self, queue, prefetch_count=0, consume=False)
         deliveries: list[Delivery] = []
+
+        def read() -> Iterator[Delivery]:
+            while True:
+                with receiver.locked(f"reading queue {queue!r}"):
+                    message = Queue(queue, no_declare=True)(receiver.channel).get(accept=ACCEPT)
+                if message is None:
+                    return
+                deliveries.append(_KombuDelivery(message, receiver))
+                yield deliveries[-1]
+
         try:
             if self.amqp and not self._queue_exists(receiver, queue):
-                yield deliveries  # a queue never declared holds nothing
+                yield iter(())  # a queue never declared holds nothing
                 return
-            with receiver.locked(f"reading queue {queue!r}"):
-                while (message := Queue(queue, no_declare=True)(receiver.channel).get(accept=ACCEPT)) is not None:
-                    deliveries.append(_KombuDelivery(message, receiver))
-            yield deliveries
+            # RabbitMQ and the embedded transport put a message back in place: read as the caller asks, so one that
+            # stops early leaves the rest unread. The others put back at the tail: read all, so the order stays.
+            yield read() if self.amqp or self.embedded else iter(list(read()))
         finally:
             for delivery in deliveries:
                 if not delivery.settled:
