@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from container_messaging import DistributedBus, Headers, distributed, event_handler
-from examples.messages import BillingDetailsWereChanged
+from examples.messages import BillingDetailsWereChanged, short_id
 
 
 class UserController:
@@ -25,6 +25,6 @@ class UserNotifications:
         print(
             f"[user] person {event.person_id} was told: billing details are now {event.billing_details!r} "
             f"(event from {metadata.get('ecotone.distributed.sourceServiceName')}, "
-            f"correlation {metadata['correlationId'][:8]})",
+            f"correlation {short_id(metadata['correlationId'])})",
             flush=True,
         )
