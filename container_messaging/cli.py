@@ -437,8 +437,16 @@ def _cell(text: str | None, full: bool, *, keep_end: bool = False) -> str:
     return f"...{line[3 - _COLUMN_LIMIT :]}" if keep_end else f"{line[: _COLUMN_LIMIT - 3]}..."
 
 
-def _time(timestamp: int | None) -> str:
-    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+def _time(timestamp: object) -> str:
+    """Unix seconds as local time; anything else (a header from the wire may hold anything) as it is."""
+    if timestamp is None:
+        return "-"
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+        try:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+        except (OverflowError, OSError, ValueError):
+            pass
+    return _shorten(str(timestamp), VALUE_LIMIT, full=False)
 
 
 def _plural(count: int, singular: str, plural: str) -> str:
@@ -521,7 +529,7 @@ def _entry_text(entry: DeadLetterEntry, full: bool) -> str:
         ("handler", value(entry.handler)),
         ("reason", value(entry.reason)),
         ("attempts", value(entry.attempts)),
-        ("sent at", _time(sent) if isinstance(sent, int) else value(sent)),
+        ("sent at", _time(sent)),
         ("failed at", f"{_time(entry.failed_at)} (the last attempt)"),
         ("error", _shorten(f"{entry.error_class or '?'}: {entry.error_message or ''}", BODY_LIMIT, full)),
         ("content type", value(entry.content_type)),

@@ -462,3 +462,16 @@ def test_endpoint_option_names_the_dead_letter_to_use(app: App, capsys: pytest.C
     code, out, err = cli(capsys, app, "dead-letter", "--endpoint", "billing", "list")
     assert code == 0, err
     assert out.splitlines()[2].startswith("msg-1 ")
+
+
+def test_times_that_are_not_times_are_printed_as_they_are(app: App, capsys: pytest.CaptureFixture[str]) -> None:
+    """An entry whose `timestamp` is not a number and whose failure time is out of range is listed and shown with
+    those values as they are, not an error."""
+    put_entry(app, "msg-odd", b"{}", timestamp="yesterday", **{FailureHeader.TIME: 10**30})
+    code, out, err = cli(capsys, app, "dead-letter", "list")
+    assert code == 0, err
+    assert str(10**30) in out.splitlines()[2]
+    code, out, err = cli(capsys, app, "dead-letter", "show", "msg-odd")
+    assert code == 0, err
+    assert "sent at:      yesterday" in out.splitlines()
+    assert f"failed at:    {10**30} (the last attempt)" in out.splitlines()
