@@ -467,9 +467,13 @@ def _entry_json(entry: DeadLetterEntry, full: bool) -> dict[str, Any]:
 
 
 def _dead_letter_list(dead_letter: DeadLetter, args: argparse.Namespace) -> int:
-    total = dead_letter.count()
-    entries = dead_letter.list(args.limit)
-    more = max(0, total - len(entries))
+    entries = dead_letter.list(args.limit + 1)  # one more than shown tells whether there are more
+    if len(entries) > args.limit:
+        del entries[args.limit :]
+        total = max(dead_letter.count(), args.limit + 1)  # the broker's figure may lag behind a read just done
+    else:
+        total = len(entries)
+    more = total - len(entries)
     if args.json:
         _out(json.dumps([_entry_json(entry, args.full) for entry in entries], indent=2))
         if more:

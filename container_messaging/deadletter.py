@@ -14,14 +14,13 @@ import base64
 import builtins
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import attrs
 
 from container_messaging.distributed.topology import PAYLOAD_TYPE, PayloadType
 from container_messaging.errors import DeadLetterError
-from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER
+from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.recoverability import FAILURE_HEADERS
 from container_messaging.transports.base import BaseTransport, Delivery, OutboundMessage, dead_letter_queue
 
@@ -95,7 +94,8 @@ class DeadLetter:
     operation has what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up
     to that id's entry (the whole queue for an event: its handlers may have failed separately, each with its own
     entry). Where the broker cannot put a message back in place (Redis, memory), the transport reads the whole
-    queue anyway. What was read and not taken goes back to the queue, in order.
+    queue anyway. What was read and not taken goes back to the queue, in order. Replaying stops at an entry it
+    already replayed (one that failed again while it ran), so it always ends.
     """
 
     def __init__(self, transport: BaseTransport, queue: str, endpoint: str) -> None:
@@ -113,12 +113,12 @@ class DeadLetter:
 
     def list(self, limit: int | None = None) -> builtins.list[DeadLetterEntry]:
         """The entries, oldest first (at most ``limit``); the entries stay where they are."""
-        with self._browse() as deliveries:
+        with self._transport.browse(self._dead_letter_queue) as deliveries:
             return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in itertools.islice(deliveries, limit)]
 
     def get(self, message_id: str) -> builtins.list[DeadLetterEntry]:
         """The entries of one message id (several when several handlers of one event failed)."""
-        with self._browse() as deliveries:
+        with self._transport.browse(self._dead_letter_queue) as deliveries:
             entries = [DeadLetterEntry.from_delivery(d, self.endpoint) for d in self._of(message_id, deliveries)]
         if not entries:
             raise self._missing(message_id)
@@ -139,16 +139,6 @@ class DeadLetter:
     def _missing(self, message_id: str) -> DeadLetterError:
         return DeadLetterError(f"no dead letter entry with message id {message_id!r} for endpoint {self.endpoint!r}")
 
-    @contextmanager
-    def _browse(self) -> Iterator[Iterator[Delivery]]:
-        """The entries there were when it started: one replayed and failed again meanwhile is not read again."""
-        ready = self.count()
-        if not ready:
-            yield iter(())
-            return
-        with self._transport.browse(self._dead_letter_queue) as deliveries:
-            yield itertools.islice(deliveries, ready)
-
     @staticmethod
     def _of(message_id: str, deliveries: Iterable[Delivery]) -> Iterator[Delivery]:
         """The deliveries of ``message_id``: up to its first entry, or to the end of the queue for an event."""
@@ -159,15 +149,18 @@ class DeadLetter:
                     return
 
     def _take(self, message_id: str | None, action: Callable[[Delivery], None]) -> int:
-        taken = 0
-        with self._browse() as deliveries:
+        taken: set[tuple[str, object]] = set()
+        with self._transport.browse(self._dead_letter_queue) as deliveries:
             for delivery in deliveries if message_id is None else self._of(message_id, deliveries):
+                entry = (str(delivery.headers.get(ID, "")), delivery.headers.get(FailureHeader.HANDLER))
+                if entry in taken:  # an entry replayed here that failed again meanwhile: this is where it ends
+                    break
                 action(delivery)
                 delivery.ack()
-                taken += 1
+                taken.add(entry)
         if message_id is not None and not taken:
             raise self._missing(message_id)
-        return taken
+        return len(taken)
 
     def _send_back(self, delivery: Delivery) -> None:
         drop = {*FAILURE_HEADERS, RETRY_NUMBER}
