@@ -57,6 +57,7 @@ from container_messaging.errors import (
 from container_messaging.messages import ID, TIMESTAMP, MediaType, new_message_id
 
 __all__ = [
+    "BODY_LIMIT",
     "CONFIG_ENV",
     "EXIT_BROKER",
     "EXIT_CODES",
@@ -65,6 +66,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "PROG",
+    "TRACE_LIMIT",
+    "VALUE_LIMIT",
     "UsageError",
     "build_parser",
     "main",
