@@ -4,8 +4,17 @@ The public API, re-exported; every name is defined in the module that owns the c
 """
 
 from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
-from container_messaging.config import Settings, load_settings
-from container_messaging.consumer import RunOptions, RunResult
+from container_messaging.config import (
+    ConsumerSettings,
+    ConversionSettings,
+    DeduplicationSettings,
+    DistributionSettings,
+    RecoverabilitySettings,
+    Settings,
+    TransportSettings,
+    load_settings,
+)
+from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
@@ -21,6 +30,7 @@ from container_messaging.errors import (
     DistributionError,
     EndpointError,
     HandlerDefinitionError,
+    InvalidMessageError,
     MessageHandlingError,
     MessageTooLargeError,
     MessagingError,
@@ -37,31 +47,41 @@ from container_messaging.markers import (
     command_handler,
     distributed,
     event_handler,
+    publishes,
     query_handler,
     retries,
+    sends_command,
+    sends_message,
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
+from container_messaging.redaction import SecretUrl
 
 __all__ = [
     "AmbiguousDependencyError",
     "BrokerRefusedError",
     "CommandBus",
     "ConfigurationError",
+    "ConsumerSettings",
     "ContainerError",
     "ConversionError",
+    "ConversionSettings",
     "Converter",
     "DeadLetter",
     "DeadLetterEntry",
     "DeadLetterError",
+    "DeduplicationSettings",
     "DeduplicationStore",
     "DistributedBus",
     "DistributionError",
+    "DistributionSettings",
+    "EndpointConsumer",
     "EndpointError",
     "EventBus",
     "HandlerDefinitionError",
     "Header",
     "Headers",
+    "InvalidMessageError",
     "MediaType",
     "Message",
     "MessageChannels",
@@ -73,19 +93,25 @@ __all__ = [
     "MissingHeaderError",
     "NoHandlerError",
     "QueryBus",
+    "RecoverabilitySettings",
     "RetryPolicy",
     "RunOptions",
     "RunResult",
     "ScanError",
+    "SecretUrl",
     "Settings",
     "TransportError",
+    "TransportSettings",
     "UnroutableMessageError",
     "UnsupportedMediaTypeError",
     "command_handler",
     "distributed",
     "event_handler",
     "load_settings",
+    "publishes",
     "query_handler",
     "retries",
+    "sends_command",
+    "sends_message",
     "service_activator",
 ]

@@ -1,7 +1,8 @@
-"""The in-process buses: ``CommandBus``, ``QueryBus`` and ``EventBus`` (Ecotone's gateways, in snake_case).
+"""The in-process buses: ``CommandBus``, ``QueryBus``, ``EventBus`` and ``MessageChannels`` (Ecotone's gateways,
+in snake_case). They run the local handlers at once, in the caller's thread; nothing crosses a transport.
 
 Every message sent from inside a handler keeps the handled message's ``correlationId`` and user metadata and gets
-``parentId`` = the handled message's id (see :func:`container_messaging.messages.Message.create`).
+``parentId`` = the handled message's id (see :meth:`container_messaging.messages.Message.create`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from container_messaging.errors import NoHandlerError
-from container_messaging.invocation import Handler, current_message
+from container_messaging.invocation import current_message
 from container_messaging.markers import HandlerKind
 from container_messaging.messages import MediaType, Message
 from container_messaging.routing import RoutingTable
@@ -41,17 +42,10 @@ class _GatewayBus:
     def _send_with_routing(
         self, routing_key: str, payload: Any, media_type: str, metadata: Mapping[str, Any] | None
     ) -> Any:
-        return self.dispatch(routing_key, _message(payload, media_type, metadata))
-
-    def handler_for(self, routing_key: str) -> Handler:
         handler = self._routes.by_key(self._kind, routing_key)
         if handler is None:
             raise NoHandlerError(f"no {self._kind.value} handler for routing key {routing_key!r}")
-        return handler
-
-    def dispatch(self, routing_key: str, message: Message) -> Any:
-        """Runs the handler of ``routing_key`` with an already-built message (used by the distributed side)."""
-        return self.handler_for(routing_key)(message)
+        return handler(_message(payload, media_type, metadata))
 
 
 class CommandBus(_GatewayBus):
@@ -60,6 +54,7 @@ class CommandBus(_GatewayBus):
     _kind = HandlerKind.COMMAND
 
     def send(self, command: object, metadata: Mapping[str, Any] | None = None) -> Any:
+        """Runs the handler of ``command``'s class (or of a base class) and returns its result."""
         return self._send(command, metadata)
 
     def send_with_routing(
@@ -69,6 +64,7 @@ class CommandBus(_GatewayBus):
         media_type: str = MediaType.PYTHON_OBJECT,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
+        """Runs the handler of ``routing_key`` with ``command`` (of ``media_type``) and returns its result."""
         return self._send_with_routing(routing_key, command, media_type, metadata)
 
 
@@ -78,6 +74,7 @@ class QueryBus(_GatewayBus):
     _kind = HandlerKind.QUERY
 
     def send(self, query: object, metadata: Mapping[str, Any] | None = None) -> Any:
+        """The result of the handler of ``query``'s class (or of a base class)."""
         return self._send(query, metadata)
 
     def send_with_routing(
@@ -87,6 +84,7 @@ class QueryBus(_GatewayBus):
         media_type: str = MediaType.PYTHON_OBJECT,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
+        """The result of the handler of ``routing_key`` for ``query`` (of ``media_type``)."""
         return self._send_with_routing(routing_key, query, media_type, metadata)
 
 
@@ -97,6 +95,7 @@ class EventBus:
         self._routes = routes
 
     def publish(self, event: object, metadata: Mapping[str, Any] | None = None) -> None:
+        """Runs every handler of ``event``'s class and of its base classes."""
         message = _message(event, MediaType.PYTHON_OBJECT, metadata)
         for handler in self._routes.events_for_class(type(event)):
             handler(message)
@@ -108,14 +107,10 @@ class EventBus:
         media_type: str = MediaType.PYTHON_OBJECT,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.dispatch(routing_key, _message(event, media_type, metadata))
-
-    def dispatch(self, routing_key: str, message: Message) -> int:
-        """Runs every handler matching ``routing_key``; returns how many ran."""
-        handlers = self._routes.events_for_key(routing_key)
-        for handler in handlers:
+        """Runs every handler whose key (an Ecotone glob) matches ``routing_key``."""
+        message = _message(event, media_type, metadata)
+        for handler in self._routes.events_for_key(routing_key):
             handler(message)
-        return len(handlers)
 
 
 class MessageChannels:
@@ -131,10 +126,8 @@ class MessageChannels:
         media_type: str = MediaType.PYTHON_OBJECT,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
-        return self.dispatch(channel, _message(payload, media_type, metadata))
-
-    def dispatch(self, channel: str, message: Message) -> Any:
+        """Runs the service activator of ``channel`` with ``payload`` and returns its result."""
         handler = self._routes.channel(channel)
         if handler is None:
             raise NoHandlerError(f"no service activator for channel {channel!r}")
-        return handler(message)
+        return handler(_message(payload, media_type, metadata))

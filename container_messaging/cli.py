@@ -14,6 +14,8 @@
     container-messaging [--config PATH] [-v...] dead-letter show ID [--json] [--full]
     container-messaging [--config PATH] [-v...] dead-letter replay ID | --all
     container-messaging [--config PATH] [-v...] dead-letter delete ID
+    container-messaging [--config PATH ...] asyncapi [--output FILE] [--api-version V]
+    container-messaging [--config PATH ...] graph [--format mermaid|dot] [--output FILE]
     container-messaging --version
 
 The configuration file is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment variable. ``--app
@@ -42,6 +44,7 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+from container_messaging.config import CONFIG_ENV, config_path
 from container_messaging.container import MessagingContainer
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.distributed import DistributedBus
@@ -74,7 +77,6 @@ __all__ = [
 ]
 
 PROG: Final = "container-messaging"
-CONFIG_ENV: Final = "CONTAINER_MESSAGING_CONFIG"
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -311,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="replay every entry")
     delete = action("delete", "Remove a message from the dead letter for good.")
     delete.add_argument("message_id", metavar="ID", help="the message id")
+    _add_docs_commands(commands)
     return parser
 
 
@@ -583,11 +586,99 @@ _COMMANDS: Final[Mapping[str, _Command]] = {
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Documentation commands: asyncapi and graph read one or several services' configurations (scanning, no broker)
+
+
+def _add_docs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``asyncapi`` and ``graph``: their ``--config`` may be repeated, one per service."""
+
+    def docs_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--config",
+            dest="configs_after",
+            action="append",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help=f"a service's YAML or INI configuration; repeat it for several services (default: ${CONFIG_ENV})",
+        )
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="log more: -v INFO, -vv DEBUG, -vvv DEBUG for every library and tracebacks on errors",
+        )
+        sub.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+        return sub
+
+    asyncapi = docs_command(
+        "asyncapi", "Write the AsyncAPI 3.0 document of a service, or of every service whose --config is given."
+    )
+    asyncapi.add_argument(
+        "--api-version", default="1.0.0", metavar="V", help="the document's info.version (default: %(default)s)"
+    )
+    graph = docs_command("graph", "Draw who sends, publishes and handles what between the services (Mermaid or DOT).")
+    graph.add_argument(
+        "--format", choices=("mermaid", "dot"), default="mermaid", help="Mermaid or Graphviz DOT (default: %(default)s)"
+    )
+
+
+def _docs_configs(args: argparse.Namespace) -> list[str]:
+    """``--config`` before the command, then every ``--config`` after it; else the one ``_config_path`` finds."""
+    given: list[str] = [*([args.config] if args.config else []), *getattr(args, "configs_after", [])]
+    return given or [_config_path(args)]
+
+
+def _write_docs(args: argparse.Namespace, text: str, what: str) -> int:
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    with open(args.output, "w", encoding="utf-8") as file:
+        file.write(text)
+    print(f"wrote {what} to {args.output}", flush=True)
+    return EXIT_OK
+
+
+def _cmd_asyncapi(args: argparse.Namespace) -> int:
+    from container_messaging.docs import asyncapi_document, asyncapi_json, describe_services  # noqa: PLC0415
+
+    with _current_directory_importable():
+        services = describe_services(_docs_configs(args))
+    document = asyncapi_document(services, version=args.api_version)
+    if args.output is not None and args.output.lower().endswith((".yaml", ".yml")):
+        import yaml  # noqa: PLC0415
+
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    else:
+        text = asyncapi_json(document)
+    names = ", ".join(service.name for service in services)
+    return _write_docs(args, text, f"the AsyncAPI document of {names}")
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from container_messaging.docs import describe_services, message_flow  # noqa: PLC0415
+
+    with _current_directory_importable():
+        flow = message_flow(describe_services(_docs_configs(args)))
+    text = flow.mermaid() if args.format == "mermaid" else flow.dot()
+    return _write_docs(args, text, f"the message flow of {', '.join(flow.services)} ({args.format})")
+
+
+_DOCS_COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
+    "asyncapi": _cmd_asyncapi,
+    "graph": _cmd_graph,
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # main
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    path: str | None = getattr(args, "config_after", None) or args.config or os.environ.get(CONFIG_ENV) or None
+    path = config_path(getattr(args, "config_after", None) or args.config)
     if path is None:
         raise UsageError(f"no configuration file: pass --config PATH or set {CONFIG_ENV}")
     return path
@@ -635,6 +726,8 @@ def _load_app(spec: str) -> object:
 
 
 def _execute(args: argparse.Namespace) -> int:
+    if args.command in _DOCS_COMMANDS:  # several services' configurations, no container of their own
+        return _DOCS_COMMANDS[args.command](args)
     path = _config_path(args)
     spec: str | None = getattr(args, "app_after", None) or args.app
     with _current_directory_importable():

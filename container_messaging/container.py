@@ -1,22 +1,18 @@
-"""``MessagingContainer``: the application container, built on dependency-injector.
+"""``MessagingContainer``: the messaging application, a facade over one dependency-injector container.
 
-Buses, the converter, the transport, the distributed bus and every scanned handler class are providers in one
-``DynamicContainer``. On top of dependency-injector (which resolves by name only) it keeps an index by type, so
-``container.get(CommandBus)`` and constructor injection by type hints work. Precedence: explicit providers (the
-application container's and the framework's own) win over classes the container builds by itself. Everything is
-checked when the container is built: a missing dependency names the class and the parameter. Building never
-connects to a broker.
+Building it reads the settings, scans the handler modules, and registers the buses, the converter, the transport,
+the deduplication store, the distributed bus and every handler class as providers in one ``DynamicContainer``
+(``container.di``); resolution by type (``container.get(CommandBus)``, constructor injection by type hints) is
+:mod:`container_messaging.injection`'s.  Everything is checked when the container is built: a missing dependency
+names the class and the parameter.  Building never connects to a broker; ``close()`` closes what was opened.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import types
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from dependency_injector import containers, providers
 
@@ -27,18 +23,13 @@ from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter
 from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
 from container_messaging.distributed import DistributedBus, DistributedDispatcher, DistributedTopology
-from container_messaging.errors import (
-    AmbiguousDependencyError,
-    ConfigurationError,
-    ContainerError,
-    EndpointError,
-    MissingDependencyError,
-)
+from container_messaging.errors import ConfigurationError, ContainerError, EndpointError
+from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, create_transport
+from container_messaging.transports import BaseTransport, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
@@ -46,43 +37,12 @@ log = logging.getLogger("container_messaging.container")
 
 T = TypeVar("T")
 
-_NOT_AUTOWIRED: Final = frozenset({"builtins", "typing", "collections.abc", "abc", "types"})
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
-def _type_name(tp: Any) -> str:
-    return f"{tp.__module__}.{tp.__qualname__}" if isinstance(tp, type) else repr(tp)
-
-
-def _provider_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}".replace(".", "_").replace("<", "").replace(">", "")
-
-
-def _provided_type(provider: Any) -> type | None:
-    """The class an explicit dependency-injector provider provides, when it can be told without calling it."""
-    candidate: Any = None
-    if isinstance(provider, (providers.Factory, providers.BaseSingleton)):
-        candidate = provider.cls
-    elif isinstance(provider, providers.Object):
-        value = provider.provides
-        candidate = None if value is None or isinstance(value, type) else type(value)
-    elif isinstance(provider, providers.Callable):
-        try:
-            candidate = typing.get_type_hints(provider.provides).get("return")
-        except Exception:
-            candidate = None
-    elif isinstance(provider, providers.Dependency):
-        candidate = provider.instance_of
-    if isinstance(candidate, type) and candidate is not object:
-        return candidate
-    return None
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-    return tp, False
+_C = TypeVar("_C", bound=_Closable)
 
 
 class MessagingContainer:
@@ -94,36 +54,56 @@ class MessagingContainer:
         self.settings = settings or settings_from_dict({})
         s = self.settings
         self.di = containers.DynamicContainer()
-        self._by_type: dict[type, tuple[str, Any]] = {}
-        self._explicit: dict[type, tuple[str, Any]] = {}
-        self._building: list[type] = []
+        self._injector = Injector(self.di)
+        self._opened: list[_Closable] = []  # what close() closes: the resources built so far, in order
 
         self.converter = Converter(
             camel_case=s.conversion.json_keys == "camelCase", forbid_unknown_keys=s.conversion.forbid_unknown_keys
         )
         self.topology = DistributedTopology(s.distribution.exchange, s.distribution.queue_prefix)
+        self.routes = RoutingTable()
+        transport_provider = self._register_framework(transport)
+        if app is not None:
+            self._injector.register_container(app)
+        # The buses exist before the handlers (they share the routing table, filled below), so a handler's
+        # constructor and its method-injected parameters resolve at once, and every error surfaces here, at boot.
+        self._register_buses(transport_provider)
+        self._register_handlers()
+
+    def _register_framework(self, transport: BaseTransport | None) -> Any:
+        """The settings, the converter, the transport and the deduplication store; returns the transport's provider."""
+        s = self.settings
+        if transport is not None:
+            self._opened.append(transport)
         transport_provider: Any = (
-            providers.Object(transport) if transport is not None else providers.Singleton(create_transport, s.transport)
+            providers.Object(transport)
+            if transport is not None
+            else providers.Singleton(self._open, create_transport, TransportOptions.of(s.transport))
+        )
+        deduplication_provider = providers.Singleton(
+            self._open,
+            create_deduplication_store,
+            s.deduplication.store,
+            window=s.deduplication.window,
+            max_entries=s.deduplication.max_entries,
         )
         config = providers.Configuration(strict=True)
-        config.from_dict(s.as_dict())
+        config.from_dict(s.as_dict())  # the URLs stay SecretUrl values: the dict's repr shows no password
         self.di.set_provider("messaging_config", config)
-
         framework: dict[str, tuple[type | None, Any]] = {
             "messaging_settings": (Settings, providers.Object(s)),
             "messaging_container": (MessagingContainer, providers.Object(self)),
             "converter": (Converter, providers.Object(self.converter)),
             "transport": (BaseTransport, transport_provider),
-            "deduplication": (DeduplicationStore, providers.Singleton(create_deduplication_store, s.deduplication)),
+            "deduplication": (DeduplicationStore, deduplication_provider),
         }
         for name, (tp, provider) in framework.items():
-            self._register_explicit(name, tp, provider, "the framework")
-        if app is not None:
-            self._add_app_container(app)
+            self._injector.register(name, tp, provider, "the framework")
+        return transport_provider
 
-        # The buses exist before the handlers (they share the routing table, filled below), so a handler's
-        # constructor and its method-injected parameters resolve at once, and every error surfaces here, at boot.
-        self.routes = RoutingTable()
+    def _register_buses(self, transport_provider: Any) -> None:
+        """The local buses on the routing table, and the distributed bus when there is a service_name."""
+        s = self.settings
         buses: dict[str, tuple[type, Any]] = {
             "command_bus": (CommandBus, CommandBus(self.routes)),
             "query_bus": (QueryBus, QueryBus(self.routes)),
@@ -131,23 +111,28 @@ class MessagingContainer:
             "message_channels": (MessageChannels, MessageChannels(self.routes)),
         }
         for name, (tp, bus) in buses.items():
-            self._register_explicit(name, tp, providers.Object(bus), "the framework")
-        if s.service_name is not None:
-            self._register_explicit(
-                "distributed_bus",
+            self._injector.register(name, tp, providers.Object(bus), "the framework")
+        if s.service_name is None:
+            self._injector.refuse(DistributedBus, self._needs_service_name)
+            return
+        self._injector.register(
+            "distributed_bus",
+            DistributedBus,
+            providers.Singleton(
                 DistributedBus,
-                providers.Singleton(
-                    DistributedBus,
-                    service_name=s.service_name,
-                    transport=transport_provider,
-                    converter=self.converter,
-                    topology=self.topology,
-                    auto_declare=s.transport.auto_declare,
-                ),
-                "the framework",
-            )
+                service_name=s.service_name,
+                transport=transport_provider,
+                converter=self.converter,
+                topology=self.topology,
+                auto_declare=s.transport.auto_declare,
+            ),
+            "the framework",
+        )
 
-        handlers = [self._build_handler(found) for found in scan(s.scan)]
+    def _register_handlers(self) -> None:
+        """Scans the configured modules (the configuration file's folder first) and routes every handler found."""
+        s = self.settings
+        handlers = [self._build_handler(found) for found in scan(s.scan, folders=[s.folder] if s.folder else [])]
         distributed = [h.name for h in handlers if h.distributed]
         if distributed and s.service_name is None:
             raise ConfigurationError(
@@ -181,124 +166,20 @@ class MessagingContainer:
     ) -> MessagingContainer:
         return cls(settings_from_dict(data), app=app, transport=transport)
 
-    def _register_explicit(self, name: str, tp: type | None, provider: Any, owner: str) -> None:
-        if name in self.di.providers:
-            raise ContainerError(f"{owner} defines a provider named {name!r}, which is already taken")
-        self.di.set_provider(name, provider)
-        if tp is None:
-            return
-        existing = self._explicit.get(tp)
-        if existing is not None:
-            raise AmbiguousDependencyError(
-                f"two explicit providers for {_type_name(tp)}: {existing[0]!r} and {name!r} ({owner}); "
-                "keep one, or ask for them by name"
-            )
-        self._explicit[tp] = (name, provider)
-        self._by_type[tp] = (name, provider)
+    def _open(self, factory: Callable[..., _C], *args: Any, **kwargs: Any) -> _C:
+        """Builds a resource that ``close()`` must close (called by a Singleton provider: once, on first use)."""
+        resource = factory(*args, **kwargs)
+        self._opened.append(resource)
+        return resource
 
-    def _add_app_container(self, app: Any) -> None:
-        app_providers = getattr(app, "providers", None)
-        if not isinstance(app_providers, Mapping):
-            raise ContainerError(f"app must be a dependency-injector container, got {type(app).__name__}")
-        for name, provider in app_providers.items():
-            if name in self.di.providers:
-                raise ContainerError(
-                    f"the application container's provider {name!r} clashes with the framework's "
-                    f"provider of that name; rename it"
-                )
-            self._register_explicit(name, _provided_type(provider), provider, "the application container")
-
-    # -- resolution by type ----------------------------------------------------------------------------------------
+    def _needs_service_name(self, where: str) -> Exception:
+        return ConfigurationError(
+            f"{self._source}: service_name: {where} needs DistributedBus, which needs a configured service_name"
+        )
 
     def provider_for(self, tp: Any, where: str) -> Any:
-        """The provider of ``tp`` (explicit first, then a subclass provided explicitly, then autowired)."""
-        tp, _optional = _unwrap_optional(tp)
-        found = self._by_type.get(tp)
-        if found is not None:
-            return found[1]
-        if not isinstance(tp, type):
-            raise MissingDependencyError(f"no provider for {tp!r}, needed by {where}")
-        if getattr(tp, "_is_protocol", False) or inspect.isabstract(tp):
-            candidates_of_protocol = self._explicit_subclasses(tp, where)
-            if candidates_of_protocol is not None:
-                return candidates_of_protocol
-            raise MissingDependencyError(
-                f"no provider for {_type_name(tp)}, needed by {where}; it is abstract, so provide an implementation "
-                "in the application container"
-            )
-        if tp is DistributedBus:
-            raise ConfigurationError(
-                f"{self._source}: service_name: {where} needs DistributedBus, which needs a configured service_name"
-            )
-        found_subclass = self._explicit_subclasses(tp, where)
-        if found_subclass is not None:
-            return found_subclass
-        return self._autowire(tp, where)
-
-    def _explicit_subclasses(self, tp: type, where: str) -> Any:
-        """The one explicit provider of a subclass of ``tp`` (None when there is none; an error when several)."""
-        try:
-            candidates = [(n, p) for t, (n, p) in self._explicit.items() if t is not tp and issubclass(t, tp)]
-        except TypeError:  # a Protocol that is not runtime-checkable cannot be matched by subclass
-            return None
-        if len(candidates) > 1:
-            raise AmbiguousDependencyError(
-                f"{where} needs {_type_name(tp)}, provided by several explicit providers: "
-                + ", ".join(repr(n) for n, _ in candidates)
-            )
-        if not candidates:
-            return None
-        self._by_type[tp] = candidates[0]
-        return candidates[0][1]
-
-    def _autowire(self, cls: type, where: str) -> Any:
-        if cls.__module__ in _NOT_AUTOWIRED or cls.__module__.startswith("container_messaging"):
-            raise MissingDependencyError(
-                f"no provider for {_type_name(cls)}, needed by {where}; provide it in the application container"
-            )
-        if cls in self._building:
-            chain = " -> ".join(c.__qualname__ for c in [*self._building, cls])
-            raise ContainerError(f"circular dependency: {chain}")
-        self._building.append(cls)
-        try:
-            kwargs = self._constructor_injections(cls)
-        finally:
-            self._building.pop()
-        provider = providers.Singleton(cls, **kwargs)
-        name = _provider_name(cls)
-        if name not in self.di.providers:
-            self.di.set_provider(name, provider)
-        self._by_type[cls] = (name, provider)
-        return provider
-
-    def _constructor_injections(self, cls: type) -> dict[str, Any]:
-        init = cls.__init__  # type: ignore[misc]
-        if init is object.__init__:
-            return {}
-        try:
-            hints = typing.get_type_hints(init)
-            params = list(inspect.signature(init).parameters.values())[1:]
-        except Exception as exc:
-            raise ContainerError(f"cannot read the constructor of {_type_name(cls)}: {exc}") from exc
-        kwargs: dict[str, Any] = {}
-        for param in params:
-            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                continue
-            where = f"parameter {param.name!r} of {_type_name(cls)}"
-            annotation = hints.get(param.name)
-            if annotation is None:
-                if param.default is inspect.Parameter.empty:
-                    raise MissingDependencyError(f"{where} has no type annotation, so it cannot be injected")
-                continue
-            try:
-                kwargs[param.name] = self.provider_for(annotation, where)
-            except MissingDependencyError:
-                if param.default is not inspect.Parameter.empty:
-                    continue  # the constructor's default applies
-                if not _unwrap_optional(annotation)[1]:
-                    raise
-                kwargs[param.name] = providers.Object(None)  # ``T | None`` with nothing providing T
-        return kwargs
+        """The dependency-injector provider of ``tp``; ``where`` names who needs it (see :mod:`.injection`)."""
+        return self._injector.provider_for(tp, where)
 
     def _build_handler(self, found: FoundHandler) -> Handler:
         instance = None
@@ -349,6 +230,13 @@ class MessagingContainer:
         """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication)."""
         self._check_endpoint(name)
         s = self.settings
+        if not s.scan:  # a sender needs no handlers; a consumer without any would dead-letter all it receives
+            log.warning(
+                "%s: scan is empty, so endpoint %r has no handlers: the commands and messages it receives go to its "
+                "dead letter and its events are dropped; list your handler modules under scan",
+                self._source,
+                name,
+            )
         return EndpointConsumer(
             name=name,
             transport=self.transport,
@@ -389,11 +277,8 @@ class MessagingContainer:
 
     def close(self) -> None:
         """Closes the transport's and the deduplication store's connections (those that were ever opened)."""
-        for name in ("transport", "deduplication"):
-            provider = self.di.providers[name]
-            if isinstance(provider, providers.Singleton) and not _singleton_created(provider):
-                continue
-            provider().close()
+        for resource in self._opened:
+            resource.close()
 
     def __enter__(self) -> MessagingContainer:
         return self
@@ -406,10 +291,3 @@ class MessagingContainer:
             f"<MessagingContainer service={self.settings.service_name!r} handlers={len(self.routes.handlers)} "
             f"transport={self.settings.transport.masked_url!r}>"
         )
-
-
-def _singleton_created(provider: Any) -> bool:
-    try:
-        return provider._storage is not None
-    except AttributeError:
-        return True

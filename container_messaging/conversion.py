@@ -42,7 +42,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from .errors import ConversionError, UnsupportedMediaTypeError
 from .messages import MediaType
 
-__all__ = ["Converter", "PayloadPlan"]
+__all__ = ["Converter", "PayloadPlan", "check_wire_media_type"]
 
 _JSON: Final = MediaType.APPLICATION_JSON
 _TEXT: Final = MediaType.TEXT_PLAIN
@@ -289,6 +289,15 @@ def _base(content_type: str) -> str:
     return content_type if content_type in _BASE_FORMS else MediaType.base(content_type)
 
 
+def check_wire_media_type(content_type: str) -> None:
+    """Raises :class:`UnsupportedMediaTypeError` unless a consumer accepts ``content_type`` off the wire: one of
+    :data:`MediaType.WIRE <container_messaging.messages.MediaType.WIRE>`, with or without parameters
+    (``application/json; charset=utf-8``). The same list every handler's plan checks on the receiving side."""
+    ct = _base(content_type)
+    if ct not in MediaType.WIRE:
+        raise _refuse(ct, content_type)
+
+
 # --------------------------------------------------------------------------------------------- the plan
 
 
@@ -406,6 +415,10 @@ class Converter:
             return self._cattrs.unstructure(obj)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ConversionError(f"cannot unstructure {self.type_name(obj)}", (str(exc),)) from exc
+
+    def wire_names(self, cls: type) -> Mapping[str, str]:
+        """Attribute name -> JSON key of an attrs class or dataclass, as this converter writes and reads them."""
+        return dict(self._wire_names_of(cls))
 
     def type_name(self, obj: Any) -> str:
         """``module.QualName`` of ``obj``'s class (of ``obj`` itself when it is a class), for ``__TypeId__``."""

@@ -3,8 +3,11 @@
 Brokers deliver at least once: a message is redelivered when its acknowledgement is lost (a dropped connection,
 a consumer killed after handling but before acking, a visibility timeout that ran out), and a publisher that retries
 after a lost confirm may send the same message twice.  The consumer therefore asks a :class:`DeduplicationStore`,
-per transport message, whether the key ``f"{endpoint}:{message_id}"`` was already handled; if so it acknowledges the
-message without calling the handler.  After the handler succeeded, it calls :meth:`DeduplicationStore.remember`.
+for each handler a message is due to run, whether the key ``f"{endpoint}:{message_id}:{handler}"`` was already
+handled (the handler's qualified name: an event's handlers are remembered one by one, so a redelivered event, or the
+retry copy of one failed handler, runs only the handlers that have not succeeded yet).  A handler whose key was seen
+is skipped; when every handler was, the message is acknowledged without calling any.  After a handler succeeded,
+the consumer calls :meth:`DeduplicationStore.remember` with its key.
 
 Window semantics
     A key is remembered for ``window`` seconds from the moment :meth:`~DeduplicationStore.remember` was called (a
@@ -25,7 +28,7 @@ What it cannot guarantee
     * The window is measured by the store's clock (monotonic for memory, Redis's for Redis, the wall clock for
       SQLite), not by the message's timestamp.
 
-Stores (chosen by :func:`create_deduplication_store` from :class:`~container_messaging.config.DeduplicationSettings`):
+Stores (chosen by :func:`create_deduplication_store` from the ``deduplication.store`` setting):
 
 ``none``
     :class:`NoDeduplication`, nothing is remembered.
@@ -36,7 +39,8 @@ Stores (chosen by :func:`create_deduplication_store` from :class:`~container_mes
 ``sqlite:///path``
     :class:`SqliteDeduplication`, a WAL-mode SQLite file.  Three slashes then the path, as in SQLAlchemy:
     ``sqlite:///data/dedup.sqlite3`` is relative to the working directory, ``sqlite:////var/lib/x.sqlite3`` is
-    absolute.
+    absolute.  The file (and its WAL and shared-memory files) is created readable by its owner only (0600), and a
+    folder it creates too (0700): the keys name the messages handled.
 
 Building a store never connects or touches the disk: the connection (and the SQLite file and its folders) are made on
 first use.  Failures of the Redis and SQLite stores raise :class:`~container_messaging.errors.TransportError` naming
@@ -45,6 +49,7 @@ the store (the URL with its password masked) and chaining the original exception
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -54,7 +59,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from container_messaging.config import DeduplicationSettings
 from container_messaging.errors import ConfigurationError, TransportError
 from container_messaging.redaction import mask_url
 
@@ -79,7 +83,7 @@ _SQLITE_PURGE_INTERVAL: Final = 60.0
 
 @runtime_checkable
 class DeduplicationStore(Protocol):
-    """What the consumer asks, per transport message, with the key ``f"{endpoint}:{message_id}"``."""
+    """What the consumer asks, per handler of a message, with the key ``f"{endpoint}:{message_id}:{handler}"``."""
 
     def seen(self, key: str) -> bool:
         """Whether ``key`` was remembered within the window."""
@@ -292,9 +296,10 @@ class SqliteDeduplication:
     The table is ``handled(key TEXT PRIMARY KEY, expires_at REAL)``; ``remember`` upserts ``expires_at = now +
     window`` and ``seen`` checks ``expires_at > now``, with ``now`` from ``clock`` (the wall clock, ``time.time``, by
     default: the processes sharing the file must agree on it).  Expired rows are deleted during ``remember``, at most
-    every ``purge_interval`` seconds.  The file (WAL journal, busy timeout 5000 ms) and its parent folders are created
-    on first use.  Failures raise :class:`~container_messaging.errors.TransportError` naming the path, with the
-    ``sqlite3`` error chained.  Safe to share between threads.
+    every ``purge_interval`` seconds.  The file (WAL journal, busy timeout 5000 ms) and its missing parent folders are
+    created on first use, owner-only (0600 and 0700).  Failures raise
+    :class:`~container_messaging.errors.TransportError` naming the path, with the ``sqlite3`` error chained.  Safe to
+    share between threads.
     """
 
     def __init__(
@@ -329,8 +334,7 @@ class SqliteDeduplication:
         # Called with the lock held.
         if self._connection is None:
             if self._path != ":memory:":
-                folder = os.path.dirname(os.path.abspath(self._path))
-                os.makedirs(folder, exist_ok=True)
+                _create_owner_only(self._path)
             connection = sqlite3.connect(
                 self._path,
                 timeout=_SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -398,6 +402,26 @@ class SqliteDeduplication:
         return f"SqliteDeduplication(path={self._path!r}, window={self._window!r})"
 
 
+def _create_owner_only(path: str) -> None:
+    """Creates the SQLite file readable and writable by its owner only (0600), and its missing folders (0700), before
+    SQLite opens it; SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions.  What exists
+    already is left as it is."""
+    _create_folders(os.path.dirname(os.path.abspath(path)))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _create_folders(folder: str) -> None:
+    # Not os.makedirs(mode=...): that mode applies to the last folder only, the ones above it get the default.
+    if os.path.isdir(folder):
+        return
+    parent = os.path.dirname(folder)
+    if parent != folder:
+        _create_folders(parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+
+
 def sqlite_path_from_url(url: str) -> str:
     """The file path of a ``sqlite:///path`` URL.
 
@@ -410,18 +434,18 @@ def sqlite_path_from_url(url: str) -> str:
     return url[len(_SQLITE_SCHEME) :]
 
 
-def create_deduplication_store(settings: DeduplicationSettings) -> DeduplicationStore:
-    """The store ``settings.store`` names; nothing is connected or opened yet."""
-    store = settings.store
+def create_deduplication_store(store: str, *, window: float, max_entries: int) -> DeduplicationStore:
+    """The store ``store`` names (``none``, ``memory``, ``redis://...``, ``sqlite:///path``), remembering keys for
+    ``window`` seconds (the memory store at most ``max_entries``); nothing is connected or opened yet."""
     if store == "none":
         return NoDeduplication()
     if store == "memory":
-        return MemoryDeduplication(settings.window, settings.max_entries)
+        return MemoryDeduplication(window, max_entries)
     scheme = store.partition("://")[0]
     if scheme in ("redis", "rediss"):
-        return RedisDeduplication(store, settings.window)
+        return RedisDeduplication(store, window)
     if scheme == "sqlite":
-        return SqliteDeduplication(sqlite_path_from_url(store), settings.window)
+        return SqliteDeduplication(sqlite_path_from_url(store), window)
     raise ConfigurationError(
         "deduplication.store: must be 'memory', 'none', a redis:// URL or a sqlite:///path URL, "
         f"got {mask_url(store)!r}"

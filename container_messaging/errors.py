@@ -6,6 +6,7 @@
     ├── ConfigurationError        a config file, key or value is wrong (names the file and the key)
     ├── ScanError                 a scanned module failed to import (names the module)
     ├── HandlerDefinitionError    a marked handler is malformed or clashes with another (names both)
+    ├── InvalidMessageError       the sender refused a message no consumer could take (names the argument or header)
     ├── ContainerError            the container cannot be built or cannot provide something
     │   ├── MissingDependencyError     no provider for a class's parameter (names class and parameter)
     │   └── AmbiguousDependencyError   two explicit providers for one type (names both)
@@ -35,6 +36,7 @@ __all__ = [
     "DistributionError",
     "EndpointError",
     "HandlerDefinitionError",
+    "InvalidMessageError",
     "MessageHandlingError",
     "MessageTooLargeError",
     "MessagingError",
@@ -62,6 +64,12 @@ class ScanError(MessagingError):
 
 class HandlerDefinitionError(MessagingError):
     """A marked handler is malformed, or two handlers claim the same routing key or class."""
+
+
+class InvalidMessageError(MessagingError):
+    """The distributed bus refused to send a message that no consumer could take: a routing key or destination
+    that can never match, or a reserved header in the metadata (the message names the argument or the header).
+    A content type no consumer accepts is an :class:`UnsupportedMediaTypeError`."""
 
 
 class ContainerError(MessagingError):

@@ -2,11 +2,14 @@
 
 Everything is decided once, when the container boots, into a per-handler plan: how the payload is converted to the
 first parameter's type, which parameters receive ``Headers`` or one ``Header("name")``, and which are resolved
-from the container (method injection, as Ecotone does). The per-message path only runs the plan.
+from the container (method injection, as Ecotone does). A ``@transactional`` handler's plan runs the call inside
+the :class:`Transactions` the container provides, and its parameter annotated with their connection type receives
+the open transaction's connection. The per-message path only runs the plan.
 """
 
 from __future__ import annotations
 
+import abc
 import contextvars
 import inspect
 import types
@@ -15,15 +18,21 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final, Protocol
 
 from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
-from container_messaging.markers import HandlerKind
-from container_messaging.messages import Header, Headers, Message
+from container_messaging.markers import HandlerKind, is_transactional
+from container_messaging.messages import ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
-__all__ = ["Handler", "PayloadConverter", "build_handler", "current_message"]
+__all__ = ["Handler", "PayloadConverter", "Transactions", "build_handler", "current_message", "handler_failure"]
 
 #: The message whose handler is running in this context (None outside handlers): the parent of what it sends.
 current_message: Final[contextvars.ContextVar[Message | None]] = contextvars.ContextVar(
     "container_messaging_current_message", default=None
+)
+
+#: Told ``(handler, message, error)`` when a handler called outside any other handler (by a consumer) raises, before
+#: the error propagates; None (the default): nobody is told. The test system sets it to surface a failure at once.
+handler_failure: Final[contextvars.ContextVar[Callable[[Handler, Message, Exception], None] | None]] = (
+    contextvars.ContextVar("container_messaging_handler_failure", default=None)
 )
 
 _NOT_ROUTABLE_BY_CLASS: Final = frozenset({str, bytes, dict, list, tuple, set, int, float, bool, object})
@@ -41,10 +50,42 @@ Resolver = Callable[[Any, str], Callable[[], Any]]
 """Given a type and a description of who asks, returns a provider (a zero-argument callable) or raises."""
 
 
+class Transactions(abc.ABC):
+    """What a ``@transactional`` handler runs in, resolved from the container by type when the handler is built.
+
+    :class:`container_messaging.outbox.UnitOfWork` implements it on a database: the handler's writes, the inbox
+    record of the message and the messages it sends commit together.
+    """
+
+    @property
+    @abc.abstractmethod
+    def connection_type(self) -> type:
+        """A handler parameter annotated with this type receives the transaction's connection."""
+
+    @abc.abstractmethod
+    def connection(self) -> Any:
+        """The connection of the transaction open in this context."""
+
+    @abc.abstractmethod
+    def run(self, handler_name: str, message: Message, call: Callable[[Message], Any]) -> Any:
+        """Calls ``call(message)`` inside a transaction and returns its result; runs nothing (and returns None) when
+        ``handler_name`` already handled this message id."""
+
+
 class Handler:
     """A handler ready to run: call it with a :class:`Message`."""
 
-    __slots__ = ("_call", "distributed", "function", "kind", "name", "owner", "payload_class", "routing_key")
+    __slots__ = (
+        "_call",
+        "distributed",
+        "function",
+        "kind",
+        "name",
+        "owner",
+        "payload_class",
+        "payload_type",
+        "routing_key",
+    )
 
     def __init__(
         self,
@@ -57,6 +98,7 @@ class Handler:
         owner: type | None,
         function: Callable[..., Any],
         call: Callable[[Message], Any],
+        payload_type: Any = inspect.Parameter.empty,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -65,12 +107,19 @@ class Handler:
         self.distributed = distributed
         self.owner = owner
         self.function = function
+        #: the payload parameter's annotation (``inspect.Parameter.empty``: none, or the handler takes no payload)
+        self.payload_type = payload_type
         self._call = call
 
     def __call__(self, message: Message) -> Any:
         token = current_message.set(message)
         try:
             return self._call(message)
+        except Exception as exc:
+            observer = handler_failure.get()
+            if observer is not None and token.old_value in (None, contextvars.Token.MISSING):
+                observer(self, message, exc)
+            raise
         finally:
             current_message.reset(token)
 
@@ -101,7 +150,7 @@ def _header_getter(handler_name: str, param: inspect.Parameter, header: Header) 
             return message.headers[name]
         except KeyError:
             raise MissingHeaderError(
-                f"message {message.headers.get('id')!r} has no header {name!r}, "
+                f"message {message.headers.get(ID)!r} has no header {name!r}, "
                 f"needed by parameter {param.name!r} of {handler_name}"
             ) from None
 
@@ -124,6 +173,7 @@ def build_handler(
     params = list(inspect.signature(function).parameters.values())
     if found.owner is not None:
         params = params[1:]  # self
+    transactions = _transactions(name, resolve) if is_transactional(function) else None
 
     payload_target: Any = None
     has_payload = False
@@ -135,6 +185,43 @@ def build_handler(
             payload_target = first_annotation
             params = params[1:]
 
+    getters = _parameter_getters(name, params, hints, resolve, transactions)
+
+    payload_class = _payload_class(found, payload_target, has_payload)
+    if found.distributed and found.marker.routing_key is None:
+        raise HandlerDefinitionError(
+            f"distributed handler {name} needs a routing key: other services address it by key, not by class"
+        )
+    if found.distributed and found.marker.kind is HandlerKind.QUERY:
+        raise HandlerDefinitionError(
+            f"handler {name}: queries cannot be distributed (Ecotone distributes commands, events and messages)"
+        )
+
+    convert = converter.plan(payload_target) if has_payload else None
+    call = _compile(function, instance, convert, getters)
+    if transactions is not None:
+        call = _in_transaction(transactions, name, call)
+    return Handler(
+        name=name,
+        kind=found.marker.kind,
+        routing_key=found.marker.routing_key,
+        payload_class=payload_class,
+        distributed=found.distributed,
+        owner=found.owner,
+        function=function,
+        call=call,
+        payload_type=payload_target if has_payload else inspect.Parameter.empty,
+    )
+
+
+def _parameter_getters(
+    name: str,
+    params: list[inspect.Parameter],
+    hints: dict[str, Any],
+    resolve: Resolver,
+    transactions: Transactions | None,
+) -> list[tuple[str, ArgGetter, bool]]:
+    """How each parameter after the payload gets its argument: ``(name, getter, keyword-only)``."""
     getters: list[tuple[str, ArgGetter, bool]] = []
     for param in params:
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
@@ -146,6 +233,8 @@ def build_handler(
             getters.append((param.name, _headers, keyword))
         elif header is not None:
             getters.append((param.name, _header_getter(name, param, header), keyword))
+        elif transactions is not None and _is_connection(annotation, transactions.connection_type):
+            getters.append((param.name, _connection(transactions), keyword))
         elif annotation is inspect.Parameter.empty:
             if param.default is inspect.Parameter.empty:
                 raise HandlerDefinitionError(
@@ -163,33 +252,43 @@ def build_handler(
                 getters.append((param.name, _none, keyword))  # ``T | None`` and nothing provides T
                 continue
             getters.append((param.name, _injected(provider), keyword))
-
-    payload_class = _payload_class(found, payload_target, has_payload)
-    if found.distributed and found.marker.routing_key is None:
-        raise HandlerDefinitionError(
-            f"distributed handler {name} needs a routing key: other services address it by key, not by class"
-        )
-    if found.distributed and found.marker.kind is HandlerKind.QUERY:
-        raise HandlerDefinitionError(
-            f"handler {name}: queries cannot be distributed (Ecotone distributes commands, events and messages)"
-        )
-
-    convert = converter.plan(payload_target) if has_payload else None
-    call = _compile(function, instance, convert, getters)
-    return Handler(
-        name=name,
-        kind=found.marker.kind,
-        routing_key=found.marker.routing_key,
-        payload_class=payload_class,
-        distributed=found.distributed,
-        owner=found.owner,
-        function=function,
-        call=call,
-    )
+    return getters
 
 
 def _none(_message: Message) -> None:
     return None
+
+
+def _transactions(handler_name: str, resolve: Resolver) -> Transactions:
+    try:
+        provider = resolve(Transactions, f"the @transactional handler {handler_name}")
+    except MissingDependencyError as exc:
+        raise HandlerDefinitionError(
+            f"handler {handler_name} is @transactional, but nothing provides the transactions it runs in: "
+            "enable the outbox (container_messaging.outbox) so that its UnitOfWork is in the container"
+        ) from exc
+    transactions = provider()
+    if not isinstance(transactions, Transactions):
+        raise HandlerDefinitionError(
+            f"handler {handler_name} is @transactional, but the container provides {transactions!r} "
+            "for Transactions, which is not one"
+        )
+    return transactions
+
+
+def _is_connection(annotation: Any, connection_type: type) -> bool:
+    annotation = _strip_annotated(annotation)
+    return isinstance(annotation, type) and annotation is not object and issubclass(connection_type, annotation)
+
+
+def _connection(transactions: Transactions) -> ArgGetter:
+    return lambda _message: transactions.connection()
+
+
+def _in_transaction(
+    transactions: Transactions, handler_name: str, call: Callable[[Message], Any]
+) -> Callable[[Message], Any]:
+    return lambda message: transactions.run(handler_name, message, call)
 
 
 def _is_optional(annotation: Any) -> bool:

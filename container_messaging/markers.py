@@ -1,9 +1,11 @@
 """Handler markers: ``@command_handler``, ``@event_handler``, ``@query_handler``, ``@service_activator``,
-``@distributed``.
+``@distributed``; sending declarations: ``@sends_command``, ``@publishes``, ``@sends_message``.
 
 They only attach a small frozen spec to the function; importing a module registers nothing, connects nothing and
 reads no configuration. The container finds marked functions when it scans the configured modules.
 Stacking order does not matter: ``@distributed`` above or below ``@command_handler`` means the same.
+Sending declarations change nothing at run time: they say what a function sends, for the AsyncAPI document and the
+message-flow graph (``container_messaging.docs``).
 """
 
 from __future__ import annotations
@@ -19,23 +21,32 @@ from container_messaging.errors import HandlerDefinitionError
 __all__ = [
     "HandlerKind",
     "HandlerMarker",
+    "RetryPolicy",
+    "SendingDeclaration",
     "command_handler",
     "distributed",
     "event_handler",
     "is_distributed",
+    "is_transactional",
     "markers_of",
+    "publishes",
     "query_handler",
     "retries",
     "retry_policy_of",
-    "RetryPolicy",
+    "sending_declarations_of",
+    "sends_command",
+    "sends_message",
     "service_activator",
+    "transactional",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+TRANSACTIONAL_ATTR: Final = "__container_messaging_transactional__"
 MARKERS_ATTR: Final = "__container_messaging_markers__"
 DISTRIBUTED_ATTR: Final = "__container_messaging_distributed__"
 RETRIES_ATTR: Final = "__container_messaging_retries__"
+SENDS_ATTR: Final = "__container_messaging_sends__"
 
 
 class HandlerKind(enum.Enum):
@@ -201,3 +212,104 @@ def markers_of(func: Any) -> tuple[HandlerMarker, ...]:
 def is_distributed(func: Any) -> bool:
     func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
     return getattr(func, DISTRIBUTED_ATTR, False) is True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sending declarations: what a function sends (documentation only)
+
+
+@attrs.frozen
+class SendingDeclaration:
+    """What a function declares it sends: a command to a service, an event, or a message to a service's channel.
+
+    ``kind`` is the kind of handler that receives it (``COMMAND``, ``EVENT`` or ``SERVICE_ACTIVATOR``);
+    ``routing_key`` is the command's or event's routing key, or the target channel; ``destination`` is the target
+    service (None for events); ``payload_type`` is the payload's type (an attrs class, ``dict``, ``str``, ...).
+    """
+
+    kind: HandlerKind
+    routing_key: str
+    payload_type: Any = attrs.field(default=Any)
+    destination: str | None = None
+
+
+def _declare(declaration: SendingDeclaration, decorator: str) -> Callable[[F], F]:
+    _check_key(declaration.routing_key, decorator)
+    if declaration.routing_key is None:
+        raise HandlerDefinitionError(f"@{decorator}: a routing key is needed")
+    if declaration.kind is not HandlerKind.EVENT and (
+        not isinstance(declaration.destination, str) or not declaration.destination.strip()
+    ):
+        raise HandlerDefinitionError(
+            f"@{decorator}: destination must be a non-empty service name, got {declaration.destination!r}"
+        )
+    if isinstance(declaration.payload_type, str):
+        raise HandlerDefinitionError(
+            f"@{decorator}({declaration.routing_key!r}): the payload type must be a class or a typing form, "
+            f"not the string {declaration.payload_type!r}"
+        )
+
+    def apply(func: F) -> F:
+        if isinstance(func, type):
+            raise HandlerDefinitionError(
+                f"@{decorator} must decorate the function or method that sends, got the class {func.__qualname__}"
+            )
+        target = _target(func, decorator)
+        existing: tuple[SendingDeclaration, ...] = getattr(target, SENDS_ATTR, ())
+        setattr(target, SENDS_ATTR, (*existing, declaration))
+        return func
+
+    return apply
+
+
+def sends_command(destination: str, routing_key: str, payload_type: Any = Any) -> Callable[[F], F]:
+    """Declares that the function sends the command ``routing_key`` (a ``payload_type``) to service ``destination``:
+    ``@sends_command("billing", "billing.changeDetails", ChangeBillingDetails)``."""
+    return _declare(SendingDeclaration(HandlerKind.COMMAND, routing_key, payload_type, destination), "sends_command")
+
+
+def publishes(routing_key: str, payload_type: Any = Any) -> Callable[[F], F]:
+    """Declares that the function publishes the event ``routing_key`` (a ``payload_type``):
+    ``@publishes("billing.detailsWereChanged", DetailsWereChanged)``."""
+    return _declare(SendingDeclaration(HandlerKind.EVENT, routing_key, payload_type), "publishes")
+
+
+def sends_message(destination: str, channel: str, payload_type: Any = Any) -> Callable[[F], F]:
+    """Declares that the function sends a message (a ``payload_type``) to the channel ``channel`` of service
+    ``destination`` (its ``@service_activator(channel)``)."""
+    return _declare(
+        SendingDeclaration(HandlerKind.SERVICE_ACTIVATOR, channel, payload_type, destination), "sends_message"
+    )
+
+
+def sending_declarations_of(func: Any) -> tuple[SendingDeclaration, ...]:
+    """The sending declarations attached to a function (empty when it declares none)."""
+    func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+    declared: tuple[SendingDeclaration, ...] = getattr(func, SENDS_ATTR, ())
+    return declared if isinstance(declared, tuple) else ()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transactions
+
+
+@overload
+def transactional(func: F) -> F: ...
+@overload
+def transactional(func: None = None) -> Callable[[F], F]: ...
+def transactional(func: Any = None) -> Any:
+    """Runs the handler inside a database transaction of the outbox's unit of work: its writes (it receives the
+    connection through a parameter annotated with the connection's type), the inbox record of the message it handled
+    and the messages it sends commit together; a message already in the inbox runs nothing
+    (see :mod:`container_messaging.outbox`)."""
+
+    def apply(target: F) -> F:
+        setattr(_target(target, "transactional"), TRANSACTIONAL_ATTR, True)
+        return target
+
+    return apply if func is None else apply(func)
+
+
+def is_transactional(func: Any) -> bool:
+    func = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+    return getattr(func, TRANSACTIONAL_ATTR, False) is True

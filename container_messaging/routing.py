@@ -15,18 +15,15 @@ from container_messaging.errors import HandlerDefinitionError
 from container_messaging.invocation import Handler
 from container_messaging.markers import HandlerKind
 
-__all__ = ["RoutingTable", "amqp_binding_key", "glob_matches", "glob_pattern"]
+__all__ = ["RoutingTable", "amqp_binding_key", "glob_pattern"]
 
 _CACHE_LIMIT: Final = 4096
 
 
 def glob_pattern(pattern: str) -> re.Pattern[str]:
-    """Ecotone's routing-key glob as a compiled regular expression."""
+    """Ecotone's routing-key glob as a compiled regular expression: its ``match()`` anchors the start, ``\\Z`` the
+    very end (a trailing newline is not ignored)."""
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z", re.IGNORECASE | re.DOTALL)
-
-
-def glob_matches(pattern: str, routing_key: str) -> bool:
-    return glob_pattern(pattern).match(routing_key) is not None  # match() anchors the start, \Z the very end
 
 
 def amqp_binding_key(pattern: str) -> str:

@@ -20,7 +20,17 @@ from container_messaging import (
     NoHandlerError,
     QueryBus,
 )
-from container_messaging.messages import MediaType
+from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_SLIP_VALUE
+from container_messaging.messages import (
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    ID,
+    PARENT_ID,
+    ROUTING_SLIP,
+    TIMESTAMP,
+    TYPE_ID,
+    MediaType,
+)
 
 JSON = MediaType.APPLICATION_JSON
 
@@ -40,6 +50,7 @@ def build(*scan: str, **extra: Any) -> MessagingContainer:
 BUSES = """
 import attrs
 from container_messaging import Headers, command_handler, event_handler, query_handler
+from container_messaging.messages import CONTENT_TYPE
 
 @attrs.frozen
 class ChangeBillingDetails:
@@ -67,17 +78,17 @@ class Billing:
     def change(self, command: ChangeBillingDetails, metadata: Headers) -> str:
         details[command.person_id] = command.billing_details
         tenants.append(metadata.get("tenant"))
-        calls.append(("change", command, metadata["contentType"]))
+        calls.append(("change", command, metadata[CONTENT_TYPE]))
         return "changed " + command.person_id
 
     @command_handler("billing.changeDetails")
     def change_by_key(self, command: ChangeBillingDetails, metadata: Headers) -> None:
         details[command.person_id] = command.billing_details
-        calls.append(("change_by_key", command, metadata["contentType"]))
+        calls.append(("change_by_key", command, metadata[CONTENT_TYPE]))
 
     @command_handler("billing.raw")
     def raw(self, command, metadata: Headers) -> None:
-        calls.append(("raw", command, metadata["contentType"]))
+        calls.append(("raw", command, metadata[CONTENT_TYPE]))
 
     @command_handler("billing.fails")
     def fails(self, command: dict) -> None:
@@ -90,7 +101,7 @@ class Billing:
 
     @event_handler("billing.detailsWereChanged")
     def on_changed_key(self, event: dict, metadata: Headers) -> None:
-        calls.append(("on_changed_key", event, metadata["contentType"]))
+        calls.append(("on_changed_key", event, metadata[CONTENT_TYPE]))
 
     @query_handler
     def get(self, query: GetBillingDetails, metadata: Headers) -> str | None:
@@ -306,7 +317,7 @@ def test_message_id_is_a_uuid_version_7(flow) -> None:
     container.get(CommandBus).send_with_routing("flow.single", {})
 
     after_ms = time.time_ns() // 1_000_000
-    ids = [uuid.UUID(headers["id"]) for headers in seen["single"]]
+    ids = [uuid.UUID(headers[ID]) for headers in seen["single"]]
     assert ids[0] != ids[1]
     for message_id in ids:
         assert message_id.version == 7
@@ -323,22 +334,22 @@ def test_top_level_message_headers(flow) -> None:
 
     after = time.time()
     (headers,) = seen["single"]
-    assert headers["correlationId"] == headers["id"]
-    assert "parentId" not in headers
-    assert type(headers["timestamp"]) is int
-    assert int(before) <= headers["timestamp"] <= after
-    assert headers["contentType"] == JSON
+    assert headers[CORRELATION_ID] == headers[ID]
+    assert PARENT_ID not in headers
+    assert type(headers[TIMESTAMP]) is int
+    assert int(before) <= headers[TIMESTAMP] <= after
+    assert headers[CONTENT_TYPE] == JSON
 
 
 def test_given_correlation_id_is_kept(flow) -> None:
     """A correlationId given as metadata is the message's correlationId."""
     seen, container = flow
 
-    container.get(CommandBus).send_with_routing("flow.single", {}, metadata={"correlationId": "corr-77"})
+    container.get(CommandBus).send_with_routing("flow.single", {}, metadata={CORRELATION_ID: "corr-77"})
 
     (headers,) = seen["single"]
-    assert headers["correlationId"] == "corr-77"
-    assert headers["id"] != "corr-77"
+    assert headers[CORRELATION_ID] == "corr-77"
+    assert headers[ID] != "corr-77"
 
 
 def test_messages_sent_by_a_handler_keep_correlation_and_metadata(flow) -> None:
@@ -350,24 +361,24 @@ def test_messages_sent_by_a_handler_keep_correlation_and_metadata(flow) -> None:
     start = seen["start"]
     for child in ("next", "started", "query"):
         headers = seen[child]
-        assert headers["correlationId"] == start["id"], child
-        assert headers["parentId"] == start["id"], child
+        assert headers[CORRELATION_ID] == start[ID], child
+        assert headers[PARENT_ID] == start[ID], child
         assert headers["tenant"] == "acme", child
         assert headers["userId"] == 7, child
-        assert headers["id"] != start["id"], child
+        assert headers[ID] != start[ID], child
 
 
 def test_propagation_follows_the_chain(flow) -> None:
     """A message sent by a handler of a child message gets the child's id as parentId and the root's correlationId."""
     seen, container = flow
 
-    container.get(CommandBus).send_with_routing("flow.start", {}, metadata={"correlationId": "root-corr"})
+    container.get(CommandBus).send_with_routing("flow.start", {}, metadata={CORRELATION_ID: "root-corr"})
 
-    assert seen["start"]["correlationId"] == "root-corr"
-    assert seen["started"]["correlationId"] == "root-corr"
-    assert seen["grandchild"]["correlationId"] == "root-corr"
-    assert seen["grandchild"]["parentId"] == seen["started"]["id"]
-    assert seen["started"]["parentId"] == seen["start"]["id"]
+    assert seen["start"][CORRELATION_ID] == "root-corr"
+    assert seen["started"][CORRELATION_ID] == "root-corr"
+    assert seen["grandchild"][CORRELATION_ID] == "root-corr"
+    assert seen["grandchild"][PARENT_ID] == seen["started"][ID]
+    assert seen["started"][PARENT_ID] == seen["start"][ID]
 
 
 def test_framework_headers_are_not_copied(flow) -> None:
@@ -381,20 +392,20 @@ def test_framework_headers_are_not_copied(flow) -> None:
         media_type=JSON,
         metadata={
             "tenant": "acme",
-            "timestamp": 1000,
-            "routingSlip": "ecotone.distributed.invoke",
-            "__TypeId__": "some.Type",
-            "ecotone.distributed.payloadType": "command",
+            TIMESTAMP: 1000,
+            ROUTING_SLIP: ROUTING_SLIP_VALUE,
+            TYPE_ID: "some.Type",
+            PAYLOAD_TYPE: "command",
         },
     )
 
     start, child = seen["start"], seen["next"]
-    assert start["timestamp"] == 1000
-    assert start["contentType"] == JSON
-    assert child["id"] != start["id"]
-    assert child["timestamp"] >= before
-    assert child["contentType"] == MediaType.PYTHON_OBJECT
-    for header in ("routingSlip", "__TypeId__", "ecotone.distributed.payloadType"):
+    assert start[TIMESTAMP] == 1000
+    assert start[CONTENT_TYPE] == JSON
+    assert child[ID] != start[ID]
+    assert child[TIMESTAMP] >= before
+    assert child[CONTENT_TYPE] == MediaType.PYTHON_OBJECT
+    for header in (ROUTING_SLIP, TYPE_ID, PAYLOAD_TYPE):
         assert header not in child, header
     assert child["tenant"] == "acme"
 
@@ -407,7 +418,7 @@ def test_explicit_metadata_overrides_copied_metadata(flow) -> None:
 
     assert seen["override"]["tenant"] == "explicit"
     assert seen["override"]["extra"] == "yes"
-    assert seen["override"]["parentId"] == seen["start"]["id"]
+    assert seen["override"][PARENT_ID] == seen["start"][ID]
 
 
 def test_no_parent_after_the_handler_returns(flow) -> None:
@@ -419,9 +430,9 @@ def test_no_parent_after_the_handler_returns(flow) -> None:
     bus.send_with_routing("flow.single", {})
 
     (headers,) = seen["single"]
-    assert "parentId" not in headers
+    assert PARENT_ID not in headers
     assert "tenant" not in headers
-    assert headers["correlationId"] == headers["id"]
+    assert headers[CORRELATION_ID] == headers[ID]
 
 
 # -- conversion through the buses ---------------------------------------------------------------------------------

@@ -43,6 +43,14 @@ class BillingService:
 _unique = itertools.count()
 
 
+def message_id(number: int) -> str:
+    """A UUID (the sender refuses any other id) that says which message it is."""
+    return f"0190b8e0-0000-7000-8000-{number:012d}"
+
+
+ID1, ID2 = message_id(1), message_id(2)
+
+
 @dataclass
 class App:
     """A temporary ``billing`` service (no retries, so a failure goes straight to the dead letter)."""
@@ -185,7 +193,7 @@ def test_list_of_an_empty_dead_letter_says_so(app: App, capsys: pytest.CaptureFi
 def test_list_is_a_table_with_a_header_row_and_aligned_columns(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter list` prints a count line, a header row, then one row per entry whose columns (id, failed at,
     attempts, routing key, handler, reason, error) start where the header's do."""
-    dead_letter(capsys, app, "msg-1", "a-much-longer-message-id-2")
+    dead_letter(capsys, app, ID1, ID2)
     code, out, err = cli(capsys, app, "dead-letter", "list")
     assert code == 0, err
     title, header, *rows = out.splitlines()
@@ -194,7 +202,7 @@ def test_list_is_a_table_with_a_header_row_and_aligned_columns(app: App, capsys:
     starts = [header.index(column) for column in columns]
     assert starts == sorted(starts)
     assert len(rows) == 2
-    for row, message_id in zip(rows, ["msg-1", "a-much-longer-message-id-2"], strict=True):
+    for row, message_id in zip(rows, [ID1, ID2], strict=True):
         cells = [row[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
         assert cells[0] == message_id
         handler = f"{app.module_name}.BillingService.fixable"
@@ -210,12 +218,12 @@ def test_list_is_a_table_with_a_header_row_and_aligned_columns(app: App, capsys:
 
 def test_list_limit_shows_the_first_entries_and_counts_the_rest(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter list --limit 2` of five entries prints the two oldest and says how many more there are."""
-    dead_letter(capsys, app, *(f"msg-{n}" for n in range(1, 6)))
+    dead_letter(capsys, app, *(message_id(n) for n in range(1, 6)))
     code, out, err = cli(capsys, app, "dead-letter", "list", "--limit", "2")
     assert code == 0, err
     title, _header, *rows, more = out.splitlines()
     assert title == "5 dead letter entries for billing (the first 2)"
-    assert [row.split()[0] for row in rows] == ["msg-1", "msg-2"]
+    assert [row.split()[0] for row in rows] == [ID1, ID2]
     assert more == "3 more entries: --limit 5 shows all"
 
 
@@ -224,10 +232,10 @@ def test_list_json_limit_keeps_stdout_json_and_counts_the_rest_on_stderr(
 ) -> None:
     """`dead-letter list --json --limit 1` of two entries prints a JSON list of one and the count of the rest on
     stderr."""
-    dead_letter(capsys, app, "msg-1", "msg-2")
+    dead_letter(capsys, app, ID1, ID2)
     code, out, err = cli(capsys, app, "dead-letter", "list", "--json", "--limit", "1")
     assert code == 0, err
-    assert [entry["message_id"] for entry in json.loads(out)] == ["msg-1"]
+    assert [entry["message_id"] for entry in json.loads(out)] == [ID1]
     assert err == "container-messaging: 1 more entries not shown: raise --limit\n"
 
 
@@ -246,7 +254,7 @@ def test_list_cuts_long_cells_unless_full(app: App, capsys: pytest.CaptureFixtur
 
 def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter list --json` prints a JSON list whose entries carry the failure, the headers and the body."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, ID1)
     code, out, err = cli(capsys, app, "dead-letter", "list", "--json")
     assert code == 0, err
     [entry] = json.loads(out)
@@ -266,7 +274,7 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
             "body",
         )
     } == {
-        "message_id": "msg-1",
+        "message_id": ID1,
         "endpoint": "billing",
         "handler": f"{app.module_name}.BillingService.fixable",
         "reason": "retries exhausted",
@@ -280,7 +288,7 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
     }
     assert isinstance(entry["failed_at"], int)
     assert "RuntimeError: broken until fixed" in entry["trace"]
-    assert entry["headers"]["id"] == "msg-1"
+    assert entry["headers"]["id"] == ID1
     assert entry["headers"]["tenant"] == "acme"
     assert not [key for key in entry["headers"] if key.startswith("failure.")]
 
@@ -291,13 +299,13 @@ def test_list_json_has_every_field_of_the_entry(app: App, capsys: pytest.Capture
 def test_show_prints_the_failure_headers_body_and_trace(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter show ID` prints the reason, the attempts, when it was sent and failed, the error, the original
     headers, the body and the trace."""
-    dead_letter(capsys, app, "msg-1")
-    code, out, err = cli(capsys, app, "dead-letter", "show", "msg-1")
+    dead_letter(capsys, app, ID1)
+    code, out, err = cli(capsys, app, "dead-letter", "show", ID1)
     assert code == 0, err
     lines = out.splitlines()
     fields = dict(line.split(":", 1) for line in lines[: lines.index("headers:")])
     fields = {key: value.strip() for key, value in fields.items()}
-    assert fields["message id"] == "msg-1"
+    assert fields["message id"] == ID1
     assert fields["reason"] == "retries exhausted"
     assert fields["attempts"] == "1"
     assert fields["error"] == "builtins.RuntimeError: broken until fixed"
@@ -306,7 +314,7 @@ def test_show_prints_the_failure_headers_body_and_trace(app: App, capsys: pytest
     for key in ("sent at", "failed at"):
         assert time.strptime(fields[key][:19], "%Y-%m-%d %H:%M:%S")
     headers = lines[lines.index("headers:") + 1 : lines.index("body (8 bytes):")]
-    assert "  id: msg-1" in headers
+    assert f"  id: {ID1}" in headers
     assert "  tenant: acme" in headers
     assert lines[lines.index("body (8 bytes):") + 1] == '{"n": 1}'
     assert "RuntimeError: broken until fixed" in out[out.index("\ntrace:\n") :]
@@ -376,9 +384,9 @@ def test_a_closed_pipe_ends_quietly(app: App) -> None:
 
 def test_replay_sends_the_message_back_and_run_handles_it(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter replay ID` sends the entry back to the service's queue, where `run` handles it once fixed."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, ID1)
     app.fix()
-    code, out, err = cli(capsys, app, "dead-letter", "replay", "msg-1")
+    code, out, err = cli(capsys, app, "dead-letter", "replay", ID1)
     assert code == 0, err
     assert out == "replayed 1 message to billing\n"
 
@@ -386,13 +394,13 @@ def test_replay_sends_the_message_back_and_run_handles_it(app: App, capsys: pyte
     assert code == 0, err
     assert out == "billing: handled 1, failed 0 (no more messages)\n"
     [(command, headers)] = app.module().RECEIVED
-    assert (command, headers["id"], headers["tenant"]) == ({"n": 1}, "msg-1", "acme")
+    assert (command, headers["id"], headers["tenant"]) == ({"n": 1}, ID1, "acme")
     assert cli(capsys, app, "dead-letter", "list")[1] == "0 dead letter entries for billing\n"
 
 
 def test_replay_all_sends_every_entry_back(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter replay --all` sends every entry back to the service's queue."""
-    dead_letter(capsys, app, "msg-1", "msg-2")
+    dead_letter(capsys, app, ID1, ID2)
     app.fix()
     code, out, err = cli(capsys, app, "dead-letter", "replay", "--all")
     assert code == 0, err
@@ -401,16 +409,16 @@ def test_replay_all_sends_every_entry_back(app: App, capsys: pytest.CaptureFixtu
     assert cli(capsys, app, "run", "billing", "--finish-when-no-messages")[1] == (
         "billing: handled 2, failed 0 (no more messages)\n"
     )
-    assert sorted(headers["id"] for _, headers in app.module().RECEIVED) == ["msg-1", "msg-2"]
+    assert sorted(headers["id"] for _, headers in app.module().RECEIVED) == [ID1, ID2]
 
 
-@pytest.mark.parametrize("arguments", [[], ["msg-1", "--all"]], ids=["neither", "both"])
+@pytest.mark.parametrize("arguments", [[], [ID1, "--all"]], ids=["neither", "both"])
 def test_replay_needs_exactly_one_of_an_id_and_all(
     app: App, capsys: pytest.CaptureFixture[str], arguments: list[str]
 ) -> None:
     """`dead-letter replay` with neither or both of ID and --all is a usage error (exit 2, one line) and replays
     nothing."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, ID1)
     code, out, err = cli(capsys, app, "dead-letter", "replay", *arguments)
     assert code == 2
     assert out == ""
@@ -423,12 +431,12 @@ def test_replay_needs_exactly_one_of_an_id_and_all(
 
 def test_delete_removes_the_entry_for_good(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter delete ID` removes that entry and keeps the others."""
-    dead_letter(capsys, app, "msg-1", "msg-2")
-    code, out, err = cli(capsys, app, "dead-letter", "delete", "msg-1")
+    dead_letter(capsys, app, ID1, ID2)
+    code, out, err = cli(capsys, app, "dead-letter", "delete", ID1)
     assert code == 0, err
-    assert out == "deleted 1 dead letter entry of msg-1\n"
+    assert out == f"deleted 1 dead letter entry of {ID1}\n"
     _, out, _ = cli(capsys, app, "dead-letter", "list")
-    assert [line.split()[0] for line in out.splitlines()[2:]] == ["msg-2"]
+    assert [line.split()[0] for line in out.splitlines()[2:]] == [ID2]
 
 
 # -- errors ----------------------------------------------------------------------------------------------------------
@@ -438,7 +446,7 @@ def test_delete_removes_the_entry_for_good(app: App, capsys: pytest.CaptureFixtu
 def test_unknown_id_is_one_error_line_naming_it(app: App, capsys: pytest.CaptureFixture[str], action: str) -> None:
     """`dead-letter show|replay|delete` of an unknown id prints one error line naming the id and the endpoint and
     exits 1."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, ID1)
     code, out, err = cli(capsys, app, "dead-letter", action, "nope")
     assert code == 1
     assert out == ""
@@ -458,10 +466,10 @@ def test_unknown_endpoint_lists_the_available_ones(app: App, capsys: pytest.Capt
 
 def test_endpoint_option_names_the_dead_letter_to_use(app: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`dead-letter --endpoint billing list` uses that endpoint's dead letter."""
-    dead_letter(capsys, app, "msg-1")
+    dead_letter(capsys, app, ID1)
     code, out, err = cli(capsys, app, "dead-letter", "--endpoint", "billing", "list")
     assert code == 0, err
-    assert out.splitlines()[2].startswith("msg-1 ")
+    assert out.splitlines()[2].startswith(f"{ID1} ")
 
 
 def test_times_that_are_not_times_are_printed_as_they_are(app: App, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 
 from container_messaging.config import (
+    CONFIG_ENV,
     ConversionSettings,
     DistributionSettings,
     Settings,
     TransportSettings,
+    config_path,
     load_ini,
     load_settings,
     load_yaml,
-    mask_url,
     settings_from_dict,
 )
 from container_messaging.errors import ConfigurationError
+from container_messaging.redaction import mask_url
 
 FULL_YAML = """\
 service_name: billing
@@ -691,3 +693,71 @@ def test_bad_reliability_values_name_the_key(tmp_path: Path, text: str, culprit:
         load_settings(path)
     assert str(path) in str(info.value)
     assert culprit in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The engine on cattrs: several errors, strict construction, list items, the file's folder
+
+
+def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
+    """Every unknown key and wrong value of a file is in one error, unknown keys first, each with its key path."""
+    path = write(
+        tmp_path,
+        "app.yaml",
+        "transprot: {}\nscan: [billing, 7]\ntransport:\n  prefetch_count: abc\n  bogus: 1\n",
+    )
+    assert error_of(path) == (
+        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
+        "recoverability, scan, service_name, transport); scan[1]: expected a module name string, got int 7; "
+        "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
+        "heartbeat, polling_interval, prefetch_count, publish_retries, ssl, ssl_ca_certs, ssl_certfile, "
+        "ssl_keyfile, ssl_verify, url, visibility_timeout); transport.prefetch_count: expected an integer, got 'abc'"
+    )
+
+
+def test_direct_construction_checks_types_without_coercing() -> None:
+    """A settings class built in code refuses a string for an integer, naming the class, the field and the value."""
+    with pytest.raises(ConfigurationError) as info:
+        TransportSettings(prefetch_count="3")  # type: ignore[arg-type]
+    assert str(info.value) == "TransportSettings.prefetch_count: expected an integer, got '3'"
+
+
+def test_list_items_are_interpolated_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each string item of a YAML list of delays is interpolated, then read as an integer."""
+    monkeypatch.setenv("CM_FIRST_DELAY", "250")
+    settings = settings_from_dict({"recoverability": {"delayed_retries": ["${CM_FIRST_DELAY}", 500]}})
+    assert settings.recoverability.delayed_retries == (250, 500)
+
+
+def test_loaded_settings_record_the_file_folder(tmp_path: Path) -> None:
+    """Settings loaded from a file know the file's absolute folder; from a dict they have none; it is not a key."""
+    path = write(tmp_path, "app.ini", "[container_messaging]\nservice_name = billing\n")
+    settings = load_settings(path)
+    assert settings.folder == str(tmp_path.resolve())
+    assert settings_from_dict({}).folder is None
+    assert "folder" not in settings.as_dict()
+    with pytest.raises(ConfigurationError, match="unknown key 'folder'"):
+        settings_from_dict({"folder": "x"})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The configuration file's path from the environment
+
+
+def test_config_path_prefers_the_given_path() -> None:
+    """A given path wins over CONTAINER_MESSAGING_CONFIG."""
+    assert config_path("given.yaml", environ={CONFIG_ENV: "env.yaml"}) == "given.yaml"
+
+
+def test_config_path_falls_back_to_the_environment() -> None:
+    """Without a given path, CONTAINER_MESSAGING_CONFIG names the file; unset or empty, there is none."""
+    assert config_path(None, environ={CONFIG_ENV: "env.yaml"}) == "env.yaml"
+    assert config_path("", environ={CONFIG_ENV: "env.yaml"}) == "env.yaml"
+    assert config_path(None, environ={CONFIG_ENV: ""}) is None
+    assert config_path(None, environ={}) is None
+
+
+def test_config_path_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit environ, config_path reads os.environ."""
+    monkeypatch.setenv(CONFIG_ENV, "from-os-environ.yaml")
+    assert config_path() == "from-os-environ.yaml"

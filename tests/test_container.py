@@ -739,3 +739,40 @@ def test_application_container_may_have_its_own_config_provider():
     container = MessagingContainer.from_dict({"transport": {"url": "memory://"}}, app=app)
     assert container.get("config")["greeting"] == "hello"
     assert container.get("messaging_config")["transport"]["url"] == "memory://"
+
+
+# -- closing ----------------------------------------------------------------------------------------------------------
+
+
+class _Recorded:
+    """A stand-in transport or deduplication store that records being closed."""
+
+    def __init__(self, kind: str, built: list[str]) -> None:
+        self.kind, self.closed = kind, 0
+        built.append(kind)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_close_closes_what_was_opened_and_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() builds no transport or store that was never used, and closes the ones that were, once per close."""
+    built: list[str] = []
+    monkeypatch.setattr(
+        "container_messaging.container.create_transport", lambda settings: _Recorded("transport", built)
+    )
+    monkeypatch.setattr(
+        "container_messaging.container.create_deduplication_store",
+        lambda store, window, max_entries: _Recorded(f"store {store} {window} {max_entries}", built),
+    )
+    unused = build()
+    unused.close()
+    assert built == []
+
+    used = build(deduplication={"store": "none", "window": 7, "max_entries": 3})
+    transport, store = used.get("transport"), used.get("deduplication")
+    used.close()
+
+    assert built == ["transport", "store none 7.0 3"]
+    assert (transport.closed, store.closed) == (1, 1)
+    assert used.get("transport") is transport  # still the same object: it reconnects on its next use

@@ -1,4 +1,4 @@
-"""Deduplication stores: memory, none, Redis and SQLite, and the factory that picks one from the settings."""
+"""Deduplication stores: memory, none, Redis and SQLite, and the factory that picks one by its store name or URL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from container_messaging.config import DeduplicationSettings
 from container_messaging.deduplication import (
     DeduplicationStore,
     MemoryDeduplication,
@@ -328,20 +327,20 @@ def test_sqlite_url_without_a_path_is_a_configuration_error(url: str) -> None:
 
 def test_factory_builds_the_none_store() -> None:
     """store = 'none' gives a NoDeduplication."""
-    store = create_deduplication_store(DeduplicationSettings(store="none"))
+    store = create_deduplication_store("none", window=60, max_entries=10)
     assert isinstance(store, NoDeduplication)
 
 
 def test_factory_builds_the_memory_store_with_window_and_bound() -> None:
     """store = 'memory' gives a MemoryDeduplication with the settings' window and max_entries."""
-    store = create_deduplication_store(DeduplicationSettings(store="memory", window=30, max_entries=7))
+    store = create_deduplication_store("memory", window=30, max_entries=7)
     assert isinstance(store, MemoryDeduplication)
     assert (store.window, store.max_entries) == (30.0, 7)
 
 
 def test_factory_builds_a_redis_store_without_connecting() -> None:
     """A redis:// store gives a RedisDeduplication for an unreachable server without any error."""
-    store = create_deduplication_store(DeduplicationSettings(store="redis://:s3cret@127.0.0.1:1/0", window=5))
+    store = create_deduplication_store("redis://:s3cret@127.0.0.1:1/0", window=5, max_entries=10)
     assert isinstance(store, RedisDeduplication)
     assert store.window == 5.0
     assert "s3cret" not in repr(store)
@@ -350,7 +349,7 @@ def test_factory_builds_a_redis_store_without_connecting() -> None:
 def test_factory_builds_a_sqlite_store_without_creating_the_file(tmp_path: Path) -> None:
     """A sqlite:////absolute path gives a SqliteDeduplication on that path, not created yet."""
     path = tmp_path / "sub" / "dedup.sqlite3"
-    store = create_deduplication_store(DeduplicationSettings(store=f"sqlite:///{path}", window=5))
+    store = create_deduplication_store(f"sqlite:///{path}", window=5, max_entries=10)
     assert isinstance(store, SqliteDeduplication)
     assert store.path == str(path)
     assert not path.parent.exists()
@@ -365,3 +364,21 @@ def test_every_store_satisfies_the_protocol(tmp_path: Path) -> None:
         SqliteDeduplication(tmp_path / "x.sqlite3", window=1),
     ]
     assert all(isinstance(store, DeduplicationStore) for store in stores)
+
+
+def test_sqlite_store_file_and_folders_are_owner_only(tmp_path: Path) -> None:
+    """The SQLite store creates its missing folders 0700 and its file (and WAL files) 0600: no group or other access."""
+    path = tmp_path / "var" / "dedup" / "store.sqlite3"
+    store = SqliteDeduplication(path, window=60)
+    try:
+        store.remember("orders:1:handler")
+        created = [path.parent.parent, path.parent, path, *path.parent.glob("store.sqlite3-*")]
+        modes = {p.name: p.stat().st_mode & 0o777 for p in created}
+    finally:
+        store.close()
+
+    assert modes["var"] == 0o700
+    assert modes["dedup"] == 0o700
+    assert modes["store.sqlite3"] == 0o600
+    assert {mode for name, mode in modes.items() if name.startswith("store.sqlite3-")} <= {0o600}
+    assert len(modes) >= 4  # the WAL file exists while the connection is open

@@ -1,5 +1,8 @@
 """Wire compatibility with Ecotone over RabbitMQ, proven with raw AMQP (kombu used directly, as a PHP service would
-publish and read): the exchange, queue, bindings, headers and properties an Ecotone service expects."""
+publish and read): the exchange, queue, bindings, headers and properties an Ecotone service expects.
+
+Ecotone's names are spelled out here on purpose, as Ecotone spells them, rather than taken from the package's
+constants: these tests are what keeps those constants true to the wire."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import kombu
 import pytest
 
 from container_messaging import DistributedBus, MessagingContainer
+from container_messaging.transports import dead_letter_queue
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -81,7 +85,7 @@ def billing(
     yield container
     container.close()
     channel = amqp.channel()
-    for queue in (names["queue"], names["queue"] + ".dead_letter"):
+    for queue in (names["queue"], dead_letter_queue(names["queue"])):
         channel.queue_delete(queue)
     channel.exchange_delete(names["exchange"])
 

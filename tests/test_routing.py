@@ -15,8 +15,7 @@ from container_messaging import (
     NoHandlerError,
     QueryBus,
 )
-from container_messaging.messages import MediaType, Message
-from container_messaging.routing import glob_matches
+from container_messaging.routing import glob_pattern
 
 
 def build(*scan: str, **extra: Any) -> MessagingContainer:
@@ -302,7 +301,6 @@ def test_event_without_handler_is_fine(make_module) -> None:
     bus.publish_with_routing("routing.nobody.listens", {"n": 1})
     bus.publish(object())
 
-    assert bus.dispatch("routing.nobody.listens", _message({})) == 0
     assert module.calls == []
 
 
@@ -316,10 +314,6 @@ def test_event_by_class_reaches_handlers_of_its_base_classes(make_module) -> Non
     bus.publish(module.HappenedAgain("b"))
 
     assert module.calls == [("by_class", module.Happened("a")), ("by_class", module.HappenedAgain("b"))]
-
-
-def _message(payload: object) -> Message:
-    return Message.create(payload, MediaType.PYTHON_OBJECT)
 
 
 # -- Ecotone globs ------------------------------------------------------------------------------------------------
@@ -348,12 +342,12 @@ def _message(payload: object) -> Message:
 )
 def test_glob_matching(pattern: str, key: str, matches: bool) -> None:
     """Ecotone globs: * spans dots, the match ignores case, is anchored, and other characters are literal."""
-    assert glob_matches(pattern, key) is matches
+    assert (glob_pattern(pattern).match(key) is not None) is matches
 
 
 def test_glob_is_anchored_at_the_very_end() -> None:
     """A key with a trailing newline is a different key and does not match the pattern without it."""
-    assert glob_matches("billing.changed", "billing.changed\n") is False
+    assert glob_pattern("billing.changed").match("billing.changed\n") is None
 
 
 def test_event_glob_routing_through_the_bus(make_module) -> None:

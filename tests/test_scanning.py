@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +213,92 @@ def test_every_marked_member_is_found(make_module) -> None:
         ("c", "scan.c"),
         ("c", "scan.d"),
     ]
+
+
+# -- where modules are looked for ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project folder holding a config file and a handler package, with the working directory elsewhere."""
+    folder = tmp_path / "project"
+    (folder / "sc_next_to_config").mkdir(parents=True)
+    (folder / "sc_next_to_config" / "__init__.py").write_text("")
+    (folder / "sc_next_to_config" / "handlers.py").write_text(SERVICE.format(cls="Near", key="scan.near"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    yield folder
+    for name in [m for m in sys.modules if m.split(".")[0] == "sc_next_to_config"]:
+        del sys.modules[name]
+
+
+def test_scan_finds_modules_next_to_the_config_file(project: Path) -> None:
+    """A scanned package in the config file's folder is found from another working directory, and the folder is
+    taken off sys.path after the scan."""
+    config = project / "app.yaml"
+    config.write_text("scan: [sc_next_to_config]\ntransport:\n  url: memory://\n")
+
+    container = MessagingContainer.from_yaml(config)
+
+    assert container.get(CommandBus).send_with_routing("scan.near", {}) == "scan.near"
+    assert str(project) not in sys.path
+
+
+def test_missing_scanned_module_says_where_it_looked_and_how_to_fix(project: Path) -> None:
+    """A scanned module that exists nowhere is a ScanError listing the folders tried and the ways to fix it."""
+    config = project / "app.yaml"
+    config.write_text("scan: [sc_not_anywhere_4711.handlers]\ntransport:\n  url: memory://\n")
+
+    with pytest.raises(ScanError) as info:
+        MessagingContainer.from_yaml(config)
+
+    message = str(info.value)
+    assert "cannot import module 'sc_not_anywhere_4711.handlers'" in message
+    assert f"looked for 'sc_not_anywhere_4711' in: {str(project)!r}, " in message
+    assert "PYTHONPATH" in message
+    assert "pip install -e ." in message
+    assert str(project) not in sys.path
+
+
+def test_missing_dependency_of_a_scanned_module_gets_no_folder_hint(make_module) -> None:
+    """When a scanned module exists but imports a missing one, the error names that one and lists no folders."""
+    name = make_module("sc_missing_inner.handlers", "import sc_absent_dependency_0815\n")
+
+    with pytest.raises(ScanError) as info:
+        scan([name])
+
+    assert "sc_absent_dependency_0815" in str(info.value)
+    assert "looked for" not in str(info.value)
+
+
+# -- an endpoint with nothing to handle -----------------------------------------------------------------------------
+
+
+def test_empty_scan_warns_naming_the_config_file_when_the_endpoint_is_built(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config with an endpoint and an empty scan builds quietly (a sender needs no handlers) and logs one warning
+    naming the file when the endpoint's consumer is built to run."""
+    config = tmp_path / "billing.yaml"
+    config.write_text("service_name: billing\ntransport:\n  url: memory://\n")
+
+    with caplog.at_level(logging.WARNING, logger="container_messaging"):
+        container = MessagingContainer.from_yaml(config)
+        built_quietly = not caplog.records
+        container.endpoint("billing")
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert built_quietly
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{config}: scan is empty, so endpoint 'billing' has no handlers")
+
+
+def test_no_empty_scan_warning_when_scan_lists_modules(make_module, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning for an endpoint whose scan lists a handler module."""
+    name = make_module("sc_quiet", SERVICE.format(cls="Quiet", key="scan.quiet"))
+
+    with caplog.at_level(logging.WARNING, logger="container_messaging"):
+        build(name, service_name="sc-has-handlers").endpoint("sc-has-handlers")
+
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

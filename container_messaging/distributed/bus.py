@@ -18,6 +18,12 @@ from container_messaging.distributed.topology import (
     DistributedTopology,
     PayloadType,
 )
+from container_messaging.distributed.validation import (
+    check_destination,
+    check_media_type,
+    check_metadata,
+    check_routing_key,
+)
 from container_messaging.errors import ConversionError
 from container_messaging.invocation import current_message
 from container_messaging.messages import ID, ROUTING_SLIP, TYPE_ID, MediaType, new_headers
@@ -31,7 +37,9 @@ Metadata = Mapping[str, Any] | None
 class DistributedBus:
     """Sends commands and messages to named services and publishes events to every subscribed service.
 
-    Resolvable from the container by type and as ``"distributed_bus"``.
+    Resolvable from the container by type and as ``"distributed_bus"``. A message no consumer could take is refused
+    before anything is sent (:mod:`container_messaging.distributed.validation`). With ``auto_declare``, the exchange
+    is declared before the first publish.
     """
 
     def __init__(
@@ -47,7 +55,6 @@ class DistributedBus:
         self._transport = transport
         self._converter = converter
         self._topology = topology
-        self._auto_declare = auto_declare
         self._exchange_ready = not auto_declare
         self._batch: contextvars.ContextVar[list[tuple[OutboundMessage, bool]] | None] = contextvars.ContextVar(
             "distributed_bus_batch", default=None
@@ -164,10 +171,14 @@ class DistributedBus:
         media_type: str,
         metadata: Metadata,
     ) -> None:
-        if destination is not None and not destination:
-            raise ValueError("destination service name must not be empty")
-        if not routing_key:
-            raise ValueError("routing key must not be empty")
+        """Checks the message (:mod:`.validation`: nothing a consumer would refuse leaves), builds its headers and
+        publishes it, or adds it to the batch."""
+        if payload_type != PayloadType.EVENT:
+            check_destination(destination)
+        check_routing_key(routing_key, "target channel name" if payload_type == PayloadType.MESSAGE else "routing key")
+        check_media_type(media_type)
+        if metadata is not None:
+            check_metadata(metadata, media_type)
         amqp_key = destination if destination is not None else routing_key
         headers = new_headers(media_type, metadata, current_message.get())
         headers[PAYLOAD_TYPE] = payload_type
@@ -187,5 +198,8 @@ class DistributedBus:
         self._transport.publish(self._topology.exchange, outbound, mandatory=mandatory)
 
 
-def _merge(metadata: Metadata, extra: dict[str, str]) -> dict[str, Any]:
-    return {**extra, **(metadata or {})}
+def _merge(metadata: Metadata, extra: dict[str, str]) -> Metadata:
+    """The converter's headers with the sender's metadata over them (a non-mapping is left for the check to name)."""
+    if metadata is None:
+        return extra
+    return {**extra, **metadata} if isinstance(metadata, Mapping) else metadata

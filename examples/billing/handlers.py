@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from container_messaging import DistributedBus, Headers, command_handler, distributed
+from container_messaging import DistributedBus, Headers, command_handler, distributed, publishes
 from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails, short_id
 
 log = logging.getLogger("examples.billing")
@@ -24,6 +24,7 @@ class BillingService:
 
     @distributed
     @command_handler("billing.changeDetails")
+    @publishes("billing.detailsWereChanged", BillingDetailsWereChanged)  # what it sends: for the docs only
     def change_details(self, command: ChangeBillingDetails, metadata: Headers) -> None:
         self.repository.details[command.person_id] = command.billing_details
         print(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from container_messaging import DistributedBus, Headers, distributed, event_handler
-from examples.messages import BillingDetailsWereChanged, short_id
+from container_messaging import DistributedBus, Headers, distributed, event_handler, sends_command
+from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails, short_id
 
 
 class UserController:
@@ -12,9 +12,10 @@ class UserController:
     def __init__(self, bus: DistributedBus) -> None:
         self.bus = bus
 
+    @sends_command("billing", "billing.changeDetails", ChangeBillingDetails)  # what it sends: for the docs only
     def change_billing(self, person_id: str, billing_details: str) -> None:
-        payload = f'{{"personId":"{person_id}","billingDetails":"{billing_details}"}}'
-        self.bus.send_command("billing", "billing.changeDetails", payload, "application/json")
+        command = ChangeBillingDetails(person_id, billing_details)
+        self.bus.convert_and_send_command("billing", "billing.changeDetails", command)  # JSON, with its type name
         print(f"[user] sent billing.changeDetails for person {person_id}", flush=True)
 
 

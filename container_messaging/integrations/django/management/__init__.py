@@ -1,0 +1,3 @@
+"""Django management commands of the messaging app."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""manage.py messaging (see messaging.py)."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""The portal service as a Django project (see ``manage.py``)."""

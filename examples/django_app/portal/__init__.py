@@ -1,0 +1,1 @@
+"""The portal app: a view that sends ``billing.changeDetails``, a handler that caches billing's answer."""

@@ -1,0 +1,1 @@
+"""The portal project's settings and URLs."""

@@ -1,0 +1,1 @@
+"""The accounts service as a FastAPI app (see ``main.py``)."""

@@ -1,0 +1,1 @@
+"""Test infrastructure that is not a fixture: throwaway RabbitMQ nodes and clusters, TLS certificates."""
