@@ -70,8 +70,8 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "TRACE_LIMIT",
-    "VALUE_LIMIT",
     "UsageError",
+    "VALUE_LIMIT",
     "build_parser",
     "main",
 ]
