@@ -5,7 +5,7 @@
     container-messaging [--config PATH] [--app MODULE:ATTR] [-v...] list
     container-messaging [--config PATH] [-v...] run NAME [--handled-message-limit N] [--execution-time-limit MS]
                                                           [--memory-limit MB] [--stop-on-failure]
-                                                          [--finish-when-no-messages]
+                                                          [--finish-when-no-messages] [--wait-for-broker SECONDS]
     container-messaging [--config PATH] [-v...] setup [NAME]
     container-messaging [--config PATH] [-v...] send-command DEST KEY PAYLOAD [--content-type T] [--header K=V ...]
     container-messaging [--config PATH] [-v...] publish-event KEY PAYLOAD [--content-type T] [--header K=V ...]
@@ -44,7 +44,10 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+import attrs
+
 from container_messaging.config import CONFIG_ENV, config_path
+from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.distributed import DistributedBus
@@ -219,6 +222,46 @@ def _add_sending_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dead_letter_command(dead_letter: argparse.ArgumentParser) -> None:
+    """``dead-letter``'s actions: list, show, replay, delete."""
+    dead_letter.add_argument(
+        "--endpoint", type=_name, metavar="NAME", help="the endpoint whose dead letter to use (default: the service)"
+    )
+    actions = dead_letter.add_subparsers(dest="dead_letter_action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, after_command=True)
+        sub.add_argument(
+            "--endpoint",
+            type=_name,
+            metavar="NAME",
+            default=argparse.SUPPRESS,
+            help="the endpoint whose dead letter to use (default: the service)",
+        )
+        return sub
+
+    listing = action("list", "A table of the dead letter's entries, oldest first (message id, time, handler, error).")
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="show the first N entries (default: %(default)s); the rest are counted, not read",
+    )
+    listing.add_argument("--json", action="store_true", help="print the entries as JSON (for scripts)")
+    listing.add_argument("--full", action="store_true", help="print every value whole (bodies, errors, headers)")
+    show = action("show", "Everything kept about one message: failure, attempts, times, headers, body and trace.")
+    show.add_argument("message_id", metavar="ID", help="the message id (the 'id' header)")
+    show.add_argument("--json", action="store_true", help="print the entries as JSON")
+    show.add_argument("--full", action="store_true", help="print the body, the trace and the headers whole")
+    replay = action("replay", "Send a message (or --all) back to the endpoint it failed in.")
+    replay.add_argument("message_id", metavar="ID", nargs="?", help="the message id")
+    replay.add_argument("--all", action="store_true", help="replay every entry")
+    delete = action("delete", "Remove a message from the dead letter for good.")
+    delete.add_argument("message_id", metavar="ID", help="the message id")
+
+
 def _version() -> str:
     try:
         return version("container-messaging")
@@ -258,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the first failed message, leaving it on its queue (exit code 1)",
     )
     run.add_argument("--finish-when-no-messages", action="store_true", help="stop when the queue is empty")
+    run.add_argument(
+        "--wait-for-broker",
+        type=float,
+        metavar="SECONDS",
+        help="at start, try a broker that does not answer again for up to SECONDS (never one that refused us)",
+    )
 
     setup = command("setup", "Declare the exchange, the endpoint queues and their bindings.")
     setup.add_argument("name", type=_name, metavar="NAME", nargs="?", help="one endpoint (default: every endpoint)")
@@ -276,43 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_message.add_argument("channel", type=_name, metavar="CHANNEL", help="the target channel name")
     _add_sending_options(send_message)
 
-    dead_letter = command("dead-letter", "List, show, replay or delete the messages that failed for good.")
-    dead_letter.add_argument(
-        "--endpoint", type=_name, metavar="NAME", help="the endpoint whose dead letter to use (default: the service)"
-    )
-    actions = dead_letter.add_subparsers(dest="dead_letter_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text)
-        _add_global_options(sub, after_command=True)
-        sub.add_argument(
-            "--endpoint",
-            type=_name,
-            metavar="NAME",
-            default=argparse.SUPPRESS,
-            help="the endpoint whose dead letter to use (default: the service)",
-        )
-        return sub
-
-    listing = action("list", "A table of the dead letter's entries, oldest first (message id, time, handler, error).")
-    listing.add_argument(
-        "--limit",
-        type=_positive_int,
-        default=50,
-        metavar="N",
-        help="show the first N entries (default: %(default)s); the rest are counted, not read",
-    )
-    listing.add_argument("--json", action="store_true", help="print the entries as JSON (for scripts)")
-    listing.add_argument("--full", action="store_true", help="print every value whole (bodies, errors, headers)")
-    show = action("show", "Everything kept about one message: failure, attempts, times, headers, body and trace.")
-    show.add_argument("message_id", metavar="ID", help="the message id (the 'id' header)")
-    show.add_argument("--json", action="store_true", help="print the entries as JSON")
-    show.add_argument("--full", action="store_true", help="print the body, the trace and the headers whole")
-    replay = action("replay", "Send a message (or --all) back to the endpoint it failed in.")
-    replay.add_argument("message_id", metavar="ID", nargs="?", help="the message id")
-    replay.add_argument("--all", action="store_true", help="replay every entry")
-    delete = action("delete", "Remove a message from the dead letter for good.")
-    delete.add_argument("message_id", metavar="ID", help="the message id")
+    _add_dead_letter_command(command("dead-letter", "List, show, replay or delete the messages that failed for good."))
     _add_docs_commands(commands)
     return parser
 
@@ -338,20 +351,18 @@ def _cmd_list(container: MessagingContainer, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(container: MessagingContainer, args: argparse.Namespace) -> int:
-    result = container.run(
-        args.name,
+    options = RunOptions(
         handled_message_limit=args.handled_message_limit,
         execution_time_limit=args.execution_time_limit,
         memory_limit=args.memory_limit,
         stop_on_failure=args.stop_on_failure,
         finish_when_no_messages=args.finish_when_no_messages,
+        wait_for_broker=args.wait_for_broker,
     )
-    extra = "".join(
-        f", {label} {count}"
-        for label, count in (("duplicates", result.duplicates), ("reconnects", result.reconnects))
-        if count
-    )
-    _out(f"{result.endpoint}: handled {result.handled}, failed {result.failed}{extra} ({result.stop_reason})")
+    # the start banner on stderr (stdout keeps the one result line for scripts)
+    print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
+    result = container.run(args.name, **attrs.asdict(options))
+    _out(result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
 
 
