@@ -26,7 +26,7 @@ import psutil
 
 from benchmarks.common import AMQP_URL, BenchError, Broker, Context, Row, ScenarioResult
 from benchmarks.payloads import body
-from benchmarks.scenarios import amqp_commands, amqp_fanout, bootstrap, embedded, inprocess, others, outbox
+from benchmarks.scenarios import amqp_commands, amqp_fanout, bootstrap, concurrency, embedded, inprocess, others, outbox
 
 SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "1": ("distributed commands over RabbitMQ", amqp_commands.run),
@@ -36,6 +36,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "5": ("bootstrap and idle RSS", bootstrap.run),
     "6": ("other libraries (if installed)", others.run),
     "7": ("outbox on PostgreSQL + RabbitMQ", outbox.run),
+    "8": ("concurrency: threads, batch, consumer, concurrency N, processes", concurrency.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
@@ -102,7 +103,7 @@ def machine(ctx: Context, scenarios: list[str]) -> dict[str, Any]:
         "repeat": ctx.repeat,
         "scenarios": scenarios,
     }
-    if any(key in scenarios for key in ("1", "2", "5", "7")):
+    if any(key in scenarios for key in ("1", "2", "5", "7", "8")):
         with Broker(ctx.amqp_url) as broker:
             info["rabbitmq"] = broker.server_version()
     info["rabbitmqctl_version"] = _rabbitmqctl_version()

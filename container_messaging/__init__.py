@@ -3,23 +3,37 @@
 The public API, re-exported; every name is defined in the module that owns the concept.
 """
 
-from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
+from container_messaging.buses import (
+    AsyncCommandBus,
+    AsyncEventBus,
+    AsyncQueryBus,
+    CommandBus,
+    EventBus,
+    MessageChannels,
+    QueryBus,
+)
 from container_messaging.config import (
+    BusSettings,
+    ChannelSettings,
     ConsumerSettings,
     ConversionSettings,
     DeduplicationSettings,
     DistributionSettings,
+    EventMappingSettings,
+    OutboxSettings,
     RecoverabilitySettings,
+    ServiceMappingSettings,
+    ServiceMapSettings,
     Settings,
     TransportSettings,
     load_settings,
 )
-from container_messaging.consumer import EndpointConsumer, EndpointDescription, RunOptions, RunResult
+from container_messaging.consumer import Endpoint, EndpointConsumer, EndpointDescription, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
-from container_messaging.conversion import Converter
+from container_messaging.conversion import Converter, type_name
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.deduplication import DeduplicationStore
-from container_messaging.distributed import DistributedBus
+from container_messaging.distributed import AsyncDistributedBus, DistributedBus
 from container_messaging.distributed.dispatcher import Subscription
 from container_messaging.errors import (
     AmbiguousDependencyError,
@@ -43,6 +57,7 @@ from container_messaging.errors import (
     UnroutableMessageError,
     UnsupportedMediaTypeError,
 )
+from container_messaging.injection import Named
 from container_messaging.markers import (
     RetryPolicy,
     command_handler,
@@ -60,7 +75,13 @@ from container_messaging.redaction import SecretUrl
 
 __all__ = [
     "AmbiguousDependencyError",
+    "AsyncCommandBus",
+    "AsyncDistributedBus",
+    "AsyncEventBus",
+    "AsyncQueryBus",
     "BrokerRefusedError",
+    "BusSettings",
+    "ChannelSettings",
     "CommandBus",
     "ConfigurationError",
     "ConsumerSettings",
@@ -76,10 +97,12 @@ __all__ = [
     "DistributedBus",
     "DistributionError",
     "DistributionSettings",
+    "Endpoint",
     "EndpointConsumer",
     "EndpointDescription",
     "EndpointError",
     "EventBus",
+    "EventMappingSettings",
     "HandlerDefinitionError",
     "Header",
     "Headers",
@@ -93,7 +116,9 @@ __all__ = [
     "MessagingError",
     "MissingDependencyError",
     "MissingHeaderError",
+    "Named",
     "NoHandlerError",
+    "OutboxSettings",
     "QueryBus",
     "RecoverabilitySettings",
     "RetryPolicy",
@@ -101,6 +126,8 @@ __all__ = [
     "RunResult",
     "ScanError",
     "SecretUrl",
+    "ServiceMapSettings",
+    "ServiceMappingSettings",
     "Settings",
     "Subscription",
     "TransportError",
@@ -117,4 +144,5 @@ __all__ = [
     "sends_command",
     "sends_message",
     "service_activator",
+    "type_name",
 ]

@@ -273,12 +273,17 @@ class RedisTransport(BrokerTransport):
         return RedisReceiver(self, queue, prefetch_count)
 
     @contextmanager
-    def browse(self, queue: str) -> Iterator[list[Delivery]]:
-        """The ready entries of ``queue`` (not those a consumer holds), oldest first, left in place: acknowledging
-        one deletes it, and nothing needs to go back."""
-        key = keys.queue_key(queue)
+    def browse(self, queue: str) -> Iterator[Iterator[Delivery]]:
+        """The ready entries of ``queue`` (not those a live consumer holds), oldest first, read a page at a time as
+        the caller iterates, up to the last entry there was at the start. They stay in place: acknowledging one
+        deletes it, and nothing needs to go back."""
+        action, key = f"reading queue {queue!r}", keys.queue_key(queue)
 
-        def read(client: redis.Redis) -> list[Delivery]:
+        def held(client: redis.Redis) -> tuple[set[str], str | None]:
+            """The entries live consumers hold, and the id of the last entry (None: the queue is empty)."""
+            last = client.xrevrange(key, "+", "-", count=1)
+            if not last:
+                return set(), None
             try:
                 pending = client.xpending_range(key, keys.GROUP, "-", "+", 1 << 20)
             except redis.ResponseError as exc:
@@ -286,17 +291,23 @@ class RedisTransport(BrokerTransport):
                     raise
                 pending = []
             alive = _alive(client, queue, {_text(entry["consumer"]) for entry in pending})
-            held = {_text(entry["message_id"]) for entry in pending if _text(entry["consumer"]) in alive}
-            found: list[Delivery] = []
-            start = "-"
-            while page := client.xrange(key, start, "+", count=_PAGE):
-                for entry_id, fields in page:
-                    if _text(entry_id) not in held:
-                        found.append(_BrowsedEntry(self, queue, _text(entry_id), fields))
-                start = "(" + _text(page[-1][0])
-            return found
+            return {_text(e["message_id"]) for e in pending if _text(e["consumer"]) in alive}, _text(last[0][0])
 
-        yield self._run(f"reading queue {queue!r}", read)
+        def page(start: str, end: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+            return self._run(action, lambda client: client.xrange(key, start, end, count=_PAGE))
+
+        def read() -> Iterator[Delivery]:
+            taken, end = self._run(action, held)
+            start = "-"
+            while end is not None and (entries := page(start, end)):
+                for entry_id, fields in entries:
+                    if _text(entry_id) not in taken:
+                        yield _BrowsedEntry(self, queue, _text(entry_id), fields)
+                if _text(entries[-1][0]) == end:
+                    return
+                start = "(" + _text(entries[-1][0])
+
+        yield read()
 
 
 def _text(value: bytes | str) -> str:
