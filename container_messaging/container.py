@@ -10,7 +10,7 @@ names the class and the parameter.  Building never connects to a broker; ``close
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
 
@@ -27,6 +27,8 @@ from container_messaging.errors import ConfigurationError, ContainerError, Endpo
 from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
+from container_messaging.middleware import InstrumentedTransport, Middleware, chain
+from container_messaging.observability.health import DEFAULT_TIMEOUT, HealthReport, check_health
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
 from container_messaging.transports import BaseTransport, create_transport
@@ -49,10 +51,17 @@ class MessagingContainer:
     """The messaging application: configuration, scanned handlers, buses and transports, wired by type."""
 
     def __init__(
-        self, settings: Settings | None = None, *, app: Any = None, transport: BaseTransport | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        app: Any = None,
+        transport: BaseTransport | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.settings = settings or settings_from_dict({})
         s = self.settings
+        #: the hooks of :mod:`container_messaging.middleware` (tracing, metrics), None when there are none
+        self.middleware = chain(middleware)
         self.di = containers.DynamicContainer()
         self._injector = Injector(self.di)
         self._opened: list[_Closable] = []  # what close() closes: the resources built so far, in order
@@ -80,6 +89,8 @@ class MessagingContainer:
             if transport is not None
             else providers.Singleton(self._open, create_transport, s.transport)
         )
+        if self.middleware is not None:  # outermost, around an outbox: the hooks see where the application sends
+            transport_provider = providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)
         deduplication_provider = providers.Singleton(
             self._open,
             create_deduplication_store,
@@ -148,23 +159,34 @@ class MessagingContainer:
         return self.settings.source or "<dict>"
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
-        return cls(load_yaml(path), app=app)
+    def from_yaml(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
+        return cls(load_yaml(path), app=app, middleware=middleware)
 
     @classmethod
-    def from_ini(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
-        return cls(load_ini(path), app=app)
+    def from_ini(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
+        return cls(load_ini(path), app=app, middleware=middleware)
 
     @classmethod
-    def from_config(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
+    def from_config(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
         """By the file's extension: ``.yaml``/``.yml`` or ``.ini``/``.cfg``."""
-        return cls(load_settings(path), app=app)
+        return cls(load_settings(path), app=app, middleware=middleware)
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], *, app: Any = None, transport: BaseTransport | None = None
+        cls,
+        data: Mapping[str, Any],
+        *,
+        app: Any = None,
+        transport: BaseTransport | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> MessagingContainer:
-        return cls(settings_from_dict(data), app=app, transport=transport)
+        return cls(settings_from_dict(data), app=app, transport=transport, middleware=middleware)
 
     def _open(self, factory: Callable[..., _C], *args: Any, **kwargs: Any) -> _C:
         """Builds a resource that ``close()`` must close (called by a Singleton provider: once, on first use)."""
@@ -253,6 +275,20 @@ class MessagingContainer:
         """The dead letter of endpoint ``name`` (default: this service's): list, show, replay, delete."""
         endpoint = self._check_endpoint(name if name is not None else (self.settings.service_name or ""))
         return DeadLetter(self.transport, self.topology.queue(endpoint), endpoint)
+
+    def health(
+        self, endpoint: str | None = None, *, dead_letter_threshold: int | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> HealthReport:
+        """Checks the broker, the endpoint's queue and the size of its dead letter (every endpoint when no name)
+        within ``timeout`` seconds; more than ``dead_letter_threshold`` dead letters is unhealthy (see
+        :mod:`container_messaging.observability.health`). Never raises for a broker that is down: the report says."""
+        names = [self._check_endpoint(endpoint)] if endpoint is not None else self.list()
+        return check_health(
+            self.transport,
+            [self.topology.queue(name) for name in names],
+            dead_letter_threshold=dead_letter_threshold,
+            timeout=timeout,
+        )
 
     def setup(self, name: str | None = None) -> None:
         """Declares the exchange and the endpoint's queue and bindings (all endpoints when no name); idempotent."""
