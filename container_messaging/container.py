@@ -31,7 +31,7 @@ from container_messaging.middleware import InstrumentedTransport, Middleware, ch
 from container_messaging.observability.health import DEFAULT_TIMEOUT, HealthReport, check_health
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, create_transport
+from container_messaging.transports import BaseTransport, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
@@ -87,7 +87,7 @@ class MessagingContainer:
         transport_provider: Any = (
             providers.Object(transport)
             if transport is not None
-            else providers.Singleton(self._open, create_transport, s.transport)
+            else providers.Singleton(self._open, create_transport, TransportOptions.of(s.transport))
         )
         if self.middleware is not None:  # outermost, around an outbox: the hooks see where the application sends
             transport_provider = providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)

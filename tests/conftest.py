@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -16,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from container_messaging.transports import reset_memory_transport
+from container_messaging.transports import EndpointTopology
+from container_messaging.transports.memory import MemoryTransport
 
 AMQP_URL = os.environ.get("CONTAINER_MESSAGING_AMQP_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("CONTAINER_MESSAGING_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -59,9 +59,9 @@ def redis_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_memory_broker() -> Iterator[None]:
-    reset_memory_transport()
+    MemoryTransport.reset()
     yield
-    reset_memory_transport()
+    MemoryTransport.reset()
 
 
 @pytest.fixture
@@ -100,36 +100,12 @@ def distribution(unique: str) -> dict[str, str]:
 
 
 def forget_endpoint(container: Any, queue: str, delays: Iterable[int] = ()) -> None:
-    """Removes an endpoint's queues, delay queues (RabbitMQ ``<queue>.delay.<ms>``), delayed set (Redis
-    ``<queue>.delayed``), bindings and exchange from a shared broker, so tests leave nothing behind."""
-    transport = container.transport
-    redis = transport.scheme in ("redis", "rediss")
-    if not (transport.amqp or redis):
-        return
-    exchange = container.topology.exchange
-    connection = transport.new_connection()
-    try:
-        channel = connection.channel()
-        if redis:
-            # kombu's virtual queue_delete only removes the bindings its own channel declared: delete the keys
-            channel.client.delete(
-                queue,
-                f"{queue}.dead_letter",
-                f"{queue}.delayed",
-                f"_kombu.binding.{exchange}",
-                f"_kombu.binding_permanent.{exchange}",
-            )
-            return
-        all_delays = {*delays, *container.settings.recoverability.delayed_retries}
-        for name in [queue, f"{queue}.dead_letter", *(f"{queue}.delay.{ms}" for ms in sorted(all_delays))]:
-            try:
-                channel.queue_delete(name)
-            except Exception:  # already gone: the channel is closed, open another
-                channel = connection.channel()
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(exchange)
-    finally:
-        connection.release()
+    """Removes an endpoint's queues (with its dead letter queue and delayed copies, ``delays`` naming those made by
+    other processes), its bindings and the exchange from the broker, so tests on a shared broker leave nothing
+    behind."""
+    topology = EndpointTopology(container.topology.exchange, queue, ())
+    all_delays = {*delays, *container.settings.recoverability.delayed_retries}
+    container.transport.remove_endpoint(topology, all_delays)
 
 
 @pytest.fixture

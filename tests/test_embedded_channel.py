@@ -16,7 +16,7 @@ import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from kombu.exceptions import ChannelError
 
-from container_messaging.transports._embedded import DATABASE_FILE_NAME, EmbeddedTransport
+from container_messaging.transports.embedded import DATABASE_FILE_NAME, SqliteTransport
 
 EXCHANGE = "ecotone.distributed"
 ACCEPT = ["application/json", "text/plain"]
@@ -28,7 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def connect(folder: Path, **options) -> Connection:
     return Connection(
-        transport=EmbeddedTransport,
+        transport=SqliteTransport,
         transport_options={"data_folder": str(folder), "polling_interval": 0.01, **options},
     )
 
@@ -85,10 +85,10 @@ CHILD_PRELUDE = textwrap.dedent(
     """
     import json, sys, time
     from kombu import Connection, Exchange, Producer, Queue, binding
-    from container_messaging.transports._embedded import EmbeddedTransport
+    from container_messaging.transports.embedded import SqliteTransport
 
     folder = sys.argv[1]
-    conn = Connection(transport=EmbeddedTransport, transport_options={"data_folder": folder, "polling_interval": 0.01})
+    conn = Connection(transport=SqliteTransport, transport_options={"data_folder": folder, "polling_interval": 0.01})
     exchange = Exchange("ecotone.distributed", "topic", durable=True)
     """
 )
@@ -266,6 +266,34 @@ def test_ack_deletes_message(tmp_path):
 
     assert rows(tmp_path, "acks") == 0
     assert size(tmp_path, "acks") == 0
+
+
+@pytest.mark.parametrize("value", ["Infinity", 1e308, "not a number", ["nested"]])
+def test_no_header_from_a_publisher_delays_or_breaks_a_message(tmp_path, value):
+    """A message carrying the header an earlier version read as its delivery time (any value) is stored and visible
+    at once: only the adapter's put_later delays a message."""
+    with connect(tmp_path) as conn:
+        queue = declare_queue(conn, "hostile", "billing.#")
+        publish(conn, "billing.details.changed", {"n": 1}, headers={"x-container-messaging-deliver-at": value})
+        message = queue.get(accept=ACCEPT)
+        assert message is not None
+        message.ack()
+
+
+def test_put_later_keeps_a_message_invisible_until_its_time(tmp_path):
+    """A message stored with put_later for later is counted as waiting and not taken; one whose time comes is taken."""
+    with connect(tmp_path) as conn:
+        queue = declare_queue(conn, "later", "billing.#")
+        channel = conn.default_channel
+        channel.put_later("later", b"{}", "application/json", {"id": "in an hour"}, time.time() + 3600)
+        channel.put_later("later", b"{}", "application/json", {"id": "soon"}, time.time() + 0.2)
+        assert channel.waiting_for_delay("later") == 2
+        message = get_within(queue, 5)
+        assert message is not None
+        assert message.headers == {"id": "soon"}
+        message.ack()
+        assert queue.get(accept=ACCEPT) is None
+        assert channel.waiting_for_delay("later") == 1
 
 
 def test_taken_message_is_hidden_until_its_lease_expires(tmp_path):

@@ -9,9 +9,7 @@ distributed bus, or raw with ``transport.publish``). Delayed retries are short (
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from container_messaging.errors import DeadLetterError
 from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER
 from container_messaging.recoverability import FAILURE_HEADERS
 from container_messaging.transports import OutboundMessage
-from container_messaging.transports._kombu import _MemoryDelays
 
 from conftest import forget_endpoint, transport_section
 
@@ -187,23 +184,7 @@ def _forget(container: MessagingContainer) -> None:
 def _delayed_pending(container: MessagingContainer) -> int:
     """How many delayed retry copies of the billing queue are waiting, wherever the transport keeps them."""
     transport: Any = container.transport
-    queue = container.topology.queue("billing")
-    if transport.scheme == "memory":
-        return len(_MemoryDelays.heaps.get(queue, []))
-    if transport.scheme == "embedded":
-        database = Path(container.settings.transport.data_folder) / "embedded.sqlite3"
-        with contextlib.closing(sqlite3.connect(database)) as db:
-            row = db.execute(
-                "SELECT count(*) FROM messages WHERE queue = ? AND available_at > ?", (queue, time.time())
-            ).fetchone()
-        return int(row[0])
-    if transport.scheme in ("redis", "rediss"):
-        connection = transport.new_connection()
-        try:
-            return int(connection.channel().client.zcard(f"{queue}.delayed"))
-        finally:
-            connection.release()
-    return sum(transport.queue_size(f"{queue}.delay.{ms}") for ms in DELAYS_USED)
+    return int(transport.waiting_for_delay(container.topology.queue("billing")))
 
 
 @pytest.fixture

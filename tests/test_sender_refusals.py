@@ -24,7 +24,6 @@ from container_messaging import (
 )
 from container_messaging.cli import main
 from container_messaging.messages import MediaType
-from container_messaging.transports.base import DELIVER_AT
 
 HANDLERS = """
 from container_messaging import Headers, command_handler, distributed, event_handler, service_activator
@@ -254,7 +253,6 @@ BAD_METADATA = [
     ({"ecotone_retry_number": 1}, "'ecotone_retry_number' is reserved"),
     ({"container_messaging.handler": "h"}, "'container_messaging.handler' is reserved"),
     ({"failure.reason": "poison message"}, "'failure.reason' is reserved"),
-    ({DELIVER_AT: 1}, f"'{DELIVER_AT}' is reserved"),
     ({"when": datetime.datetime(2026, 1, 1)}, "'when' cannot be sent: datetime values cannot cross the wire"),
     ({"big": 2**64}, "'big' cannot be sent: the int 18446744073709551616 does not fit in 64 bits"),
     ({"thing": object()}, "'thing' cannot be sent: object values cannot cross the wire"),

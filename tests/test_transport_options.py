@@ -1,27 +1,87 @@
-"""How transport settings become kombu connection options (TLS, heartbeats, timeouts), without connecting."""
+"""TransportOptions, the adapter table, and how options become kombu connection options (TLS, heartbeats, timeouts),
+without connecting."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
 
-from container_messaging.config import settings_from_dict
-from container_messaging.transports import create_transport
+import attrs
+import pytest
+
+from container_messaging.config import TransportSettings, settings_from_dict
+from container_messaging.errors import ConfigurationError
+from container_messaging.transports import TransportOptions, create_transport
+from container_messaging.transports.embedded import EmbeddedTransport
+from container_messaging.transports.memory import MemoryTransport
+from container_messaging.transports.rabbitmq import RabbitMqTransport
+from container_messaging.transports.redis import RedisTransport
 
 
 def _connection(transport: dict[str, object]):
     settings = settings_from_dict({"transport": transport})
-    return create_transport(settings.transport).new_connection()  # type: ignore[attr-defined]
+    return create_transport(TransportOptions.of(settings.transport)).new_connection()  # type: ignore[attr-defined]
 
 
-def test_amqps_url_turns_tls_on():
-    """An amqps:// URL connects with TLS even though ssl is not set."""
-    connection = _connection({"url": "amqps://guest:guest@127.0.0.1:5671//"})
-    assert connection.ssl is True
+def test_option_names_and_defaults_are_those_of_the_transport_settings():
+    """Every TransportOptions field is a TransportSettings field, and the defaults agree."""
+    settings_fields = {field.name for field in attrs.fields(TransportSettings)}
+    assert {field.name for field in attrs.fields(TransportOptions)} <= settings_fields
+    assert TransportOptions.of(TransportSettings()) == TransportOptions()
+
+
+def test_options_repr_hides_the_password():
+    """The repr of TransportOptions shows the URL with its password masked."""
+    text = repr(TransportOptions(url="pyamqp://guest:s3cr3t-pw@127.0.0.1:5672//"))
+    assert "s3cr3t-pw" not in text
+    assert "pyamqp://guest:***@127.0.0.1:5672//" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "adapter"),
+    [
+        ("pyamqp://guest:guest@127.0.0.1:5672//", RabbitMqTransport),
+        ("amqp://guest:guest@127.0.0.1:5672//", RabbitMqTransport),
+        ("amqps://guest:guest@127.0.0.1:5671//", RabbitMqTransport),
+        ("redis://127.0.0.1:6379/0", RedisTransport),
+        ("rediss://127.0.0.1:6380/0", RedisTransport),
+        ("memory://", MemoryTransport),
+        ("embedded://", EmbeddedTransport),
+    ],
+)
+def test_each_scheme_gets_its_adapter(url: str, adapter: type):
+    """create_transport picks the adapter of the URL's scheme, and its description is the masked URL."""
+    transport = create_transport(TransportOptions(url=url))
+    assert type(transport) is adapter
+    assert transport.description == TransportOptions(url=url).masked_url
+
+
+def test_an_unknown_scheme_is_a_configuration_error_naming_it():
+    """A URL scheme no adapter serves is a ConfigurationError naming the scheme and the known ones."""
+    with pytest.raises(ConfigurationError, match=r"unknown scheme 'kafka'.*known: amqp, amqps, embedded"):
+        create_transport(TransportOptions(url="kafka://127.0.0.1:9092"))
+
+
+def test_amqps_url_turns_tls_on_and_checks_the_host_name():
+    """An amqps:// URL connects with TLS even though ssl is not set, verifying the certificate and (through
+    server_hostname None, filled in by kombu) the host name."""
+    connection = create_transport(TransportOptions(url="amqps://guest:guest@127.0.0.1:5671//")).new_connection()  # type: ignore[attr-defined]
+    assert connection.ssl["cert_reqs"] == ssl.CERT_REQUIRED
+    assert "server_hostname" in connection.ssl
+
+
+def test_amqps_without_verification_checks_no_host_name():
+    """ssl_verify false turns certificate and host name checks off (py-amqp refuses a host name check without
+    verification)."""
+    connection = _connection({"url": "amqps://guest:guest@127.0.0.1:5671//", "ssl_verify": False})
+    assert connection.ssl["cert_reqs"] == ssl.CERT_NONE
+    assert "server_hostname" not in connection.ssl
 
 
 def test_tls_certificates_are_passed_to_kombu(tmp_path: Path):
     """ssl_ca_certs, ssl_certfile, ssl_keyfile and ssl_verify reach kombu's ssl options for AMQP."""
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("not read before connecting")
     connection = _connection(
         {
             "url": "amqps://guest:guest@127.0.0.1:5671//",
@@ -35,6 +95,7 @@ def test_tls_certificates_are_passed_to_kombu(tmp_path: Path):
         "ca_certs": str(tmp_path / "ca.pem"),
         "certfile": str(tmp_path / "client.pem"),
         "keyfile": str(tmp_path / "client.key"),
+        "server_hostname": None,
     }
 
 
@@ -42,6 +103,23 @@ def test_rediss_uses_redis_ssl_option_names():
     """For Redis over TLS the options use redis-py's names, and ssl_verify false turns verification off."""
     connection = _connection({"url": "rediss://127.0.0.1:6380/0", "ssl_verify": False})
     assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_NONE
+
+
+def test_rediss_without_tls_options_still_asks_for_tls():
+    """A plain rediss:// URL passes redis-py a TLS options dict verifying the certificate (kombu's Redis transport
+    ignores ssl=True and would connect without TLS)."""
+    connection = _connection({"url": "rediss://127.0.0.1:6380/0"})
+    assert isinstance(connection.ssl, dict)
+    assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("url", ["amqps://guest:guest@127.0.0.1:5671//", "rediss://127.0.0.1:6380/0"])
+def test_a_missing_ca_file_is_an_error_naming_it(tmp_path: Path, url: str):
+    """A CA bundle path that is not a file is a ConfigurationError naming the option and the path."""
+    missing = tmp_path / "no-such-ca.pem"
+    transport = create_transport(TransportOptions(url=url, ssl_ca_certs=str(missing)))
+    with pytest.raises(ConfigurationError, match=r"transport\.ssl_ca_certs: no such file .*no-such-ca\.pem"):
+        transport.new_connection()  # type: ignore[attr-defined]
 
 
 def test_plain_amqp_has_no_tls_and_keeps_heartbeat_and_timeout():
@@ -56,3 +134,10 @@ def test_amqp_url_is_mapped_to_pyamqp():
     """amqp:// uses the pure-Python py-amqp client (never librabbitmq, even when it is installed)."""
     connection = _connection({"url": "amqp://guest:guest@127.0.0.1:5672//"})
     assert connection.transport_cls == "pyamqp"
+
+
+def test_every_url_of_a_failover_list_is_mapped_to_pyamqp():
+    """In a failover list ``amqp://a;amqp://b`` every alternate uses py-amqp too, with its own host."""
+    connection = _connection({"url": "amqp://guest:guest@127.0.0.1:5672//;amqp://guest:guest@127.0.0.1:5673//"})
+    assert connection.transport_cls == "pyamqp"
+    assert connection.alt == ["pyamqp://guest:guest@127.0.0.1:5672//", "pyamqp://guest:guest@127.0.0.1:5673//"]

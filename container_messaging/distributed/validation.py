@@ -43,7 +43,6 @@ from container_messaging.messages import (
     FailureHeader,
     MediaType,
 )
-from container_messaging.transports.base import DELIVER_AT
 
 __all__ = ["MAX_ROUTING_KEY_BYTES", "check_destination", "check_media_type", "check_metadata", "check_routing_key"]
 
@@ -63,7 +62,6 @@ _RESERVED: Final = {
     **dict.fromkeys(DISTRIBUTED_HEADERS, "the distributed bus sets it from its arguments"),
     RETRY_NUMBER: "the consumer counts the attempts in it",
     TARGET_HANDLER: "the consumer addresses retry copies with it",
-    DELIVER_AT: "the transport delays retry copies with it",
     **dict.fromkeys(FailureHeader.ALL, "only dead letter entries carry it"),
 }
 
@@ -213,7 +211,7 @@ def check_metadata(metadata: object, media_type: str) -> Mapping[str, Any]:
     int), ``__TypeId__`` (the payload's type name) and ``contentType`` (only equal to ``media_type``, which sets
     it anyway). The headers the bus, the consumer and the dead letter write (``routingSlip``,
     ``ecotone.distributed.*``, ``ecotone.amqp.distributed.service_target``, ``ecotone_retry_number``,
-    ``container_messaging.handler``, ``failure.*``, the transport's deliver-at) are refused. Every other header is
+    ``container_messaging.handler``, ``failure.*``) are refused. Every other header is
     the user's, sent as is, if the wire can carry its value.
     """
     if not isinstance(metadata, Mapping):

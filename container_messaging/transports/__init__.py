@@ -1,12 +1,27 @@
-"""Transports: the port (:mod:`.base`) and its kombu implementations (private modules).
+"""Transports: the port (:mod:`.base`), one adapter per broker, and :func:`create_transport`, which picks the adapter
+by URL scheme.
 
-This package is the only place that imports kombu.
+=================  ==============================  ==========================================
+scheme             adapter                         module
+=================  ==============================  ==========================================
+pyamqp amqp amqps  :class:`RabbitMqTransport`      ``rabbitmq.py``
+redis rediss       :class:`RedisTransport`         ``redis.py``
+memory             :class:`MemoryTransport`        ``memory.py``
+embedded           :class:`EmbeddedTransport`      ``embedded/`` (adapter and its SQLite broker)
+=================  ==============================  ==========================================
+
+Every adapter is built on ``_kombu_base.py`` (connections, error mapping, publish retries, the receiver loop); the
+three virtual ones route exchanges themselves (``_virtual.py``). This package is the only place that imports kombu,
+and an adapter's module is imported only when a transport of its scheme is created.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Final
 
+from container_messaging.errors import ConfigurationError
 from container_messaging.transports.base import (
     BaseTransport,
     Delivery,
@@ -15,36 +30,47 @@ from container_messaging.transports.base import (
     Receiver,
     dead_letter_queue,
 )
-
-if TYPE_CHECKING:
-    from container_messaging.config import TransportSettings
+from container_messaging.transports.options import TransportOptions
 
 __all__ = [
+    "ADAPTERS",
     "BaseTransport",
     "Delivery",
     "EndpointTopology",
     "OutboundMessage",
     "Receiver",
+    "TransportOptions",
     "create_transport",
     "dead_letter_queue",
-    "reset_memory_transport",
 ]
 
+#: URL scheme -> (module of this package, adapter class, the extra that installs what it needs)
+ADAPTERS: Final[Mapping[str, tuple[str, str, str | None]]] = {
+    "pyamqp": ("rabbitmq", "RabbitMqTransport", None),
+    "amqp": ("rabbitmq", "RabbitMqTransport", None),
+    "amqps": ("rabbitmq", "RabbitMqTransport", None),
+    "redis": ("redis", "RedisTransport", "redis"),
+    "rediss": ("redis", "RedisTransport", "redis"),
+    "memory": ("memory", "MemoryTransport", None),
+    "embedded": ("embedded", "EmbeddedTransport", None),
+}
 
-def create_transport(settings: TransportSettings) -> BaseTransport:
-    """The transport for ``settings.url``; nothing connects until it is used."""
-    from container_messaging.transports._kombu import KombuTransport  # noqa: PLC0415 - kombu loads on first use
 
-    return KombuTransport(settings)
-
-
-def reset_memory_transport() -> None:
-    """Empties the process-wide ``memory://`` broker (its queues, exchanges and bindings): call it between tests."""
-    from kombu.transport import memory  # noqa: PLC0415
-
-    from container_messaging.transports._kombu import _MemoryDelays  # noqa: PLC0415
-
-    memory.Transport.global_state.clear()
-    memory.Channel.queues.clear()
-    memory.Channel.events.clear()
-    _MemoryDelays.reset()
+def create_transport(options: TransportOptions) -> BaseTransport:
+    """The adapter for ``options.url``'s scheme; nothing connects until it is used."""
+    try:
+        module_name, class_name, extra = ADAPTERS[options.scheme]
+    except KeyError:
+        raise ConfigurationError(
+            f"transport.url: unknown scheme {options.scheme!r} in {options.masked_url!r} "
+            f"(known: {', '.join(sorted(ADAPTERS))})"
+        ) from None
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:
+        install = f"pip install 'container-messaging[{extra}]'" if extra else "reinstall container-messaging"
+        raise ConfigurationError(
+            f"the transport for {options.masked_url!r} needs the module {exc.name!r}, which is not installed: {install}"
+        ) from exc
+    adapter: Callable[[TransportOptions], BaseTransport] = getattr(module, class_name)
+    return adapter(options)

@@ -1,8 +1,10 @@
 """The transport port: what the framework needs of a broker, and nothing of kombu.
 
 A transport declares topology, publishes :class:`OutboundMessage` s, and opens a :class:`Receiver` on a queue that
-hands out :class:`Delivery` s one at a time. Implementations live in private modules of this package
-(``_kombu.py``, ``_embedded.py``); kombu and socket exceptions are mapped to :class:`TransportError` at this boundary.
+hands out :class:`Delivery` s one at a time. There is one adapter per broker in this package (``rabbitmq.py``,
+``redis.py``, ``memory.py``, ``embedded/``), all built on ``_kombu_base.py``; kombu and socket exceptions are mapped
+to :class:`~container_messaging.errors.TransportError` at this boundary (a refusal for good, such as bad
+credentials, to :class:`~container_messaging.errors.BrokerRefusedError`).
 """
 
 from __future__ import annotations
@@ -10,22 +12,18 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
 __all__ = [
     "BaseTransport",
-    "DELIVER_AT",
     "Delivery",
     "EndpointTopology",
     "OutboundMessage",
     "Receiver",
     "dead_letter_queue",
 ]
-
-#: A header (unix seconds) asking a transport that delays natively (the embedded one) to hold a message until then.
-DELIVER_AT: Final = "x-container-messaging-deliver-at"
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -54,12 +52,16 @@ class EndpointTopology:
 
 
 class Delivery(abc.ABC):
-    """A message received from a queue; it must be settled exactly once (ack or requeue)."""
+    """A message received from a queue; it must be settled exactly once (ack or requeue).
+
+    ``headers`` is this delivery's own dict, copied once from what the broker client decoded: the transport never
+    reads or changes it again after handing the delivery out, and copies (dead letter, delay, requeue) are built
+    as new dicts.
+    """
 
     body: bytes
     headers: dict[str, Any]
     content_type: str | None
-    redelivered: bool
     queue: str
 
     @abc.abstractmethod

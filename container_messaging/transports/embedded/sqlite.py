@@ -1,9 +1,12 @@
-"""The embedded transport: a kombu *virtual* transport kept in one SQLite database file.
+"""The embedded transport's broker: a kombu *virtual* transport kept in one SQLite database file.
 
 Several OS processes on one machine exchange messages through ``<data_folder>/embedded.sqlite3`` with no server
 installed::
 
-    Connection(transport=EmbeddedTransport, transport_options={"data_folder": "/var/lib/app/broker"})
+    Connection(transport=SqliteTransport, transport_options={"data_folder": "/var/lib/app/broker"})
+
+The folder (when this creates it) is owner-only (0700) and so is the database file (0600; SQLite gives its ``-wal``
+and ``-shm`` files the database's permissions).
 
 What is stored, and so shared by every process that opens the same folder:
 
@@ -24,7 +27,8 @@ process is gone (same host, pid no longer alive, or the machine rebooted since),
 
 Transport options (all optional except ``data_folder``):
 
-``data_folder``          folder of the database file (created if missing); must be on a local file system.
+``data_folder``          folder of the database file (created if missing, owner-only); must be on a local file
+                         system.
 ``polling_interval``     seconds between two polls of an empty queue (default 0.05).
 ``visibility_timeout``   seconds a taken, unacknowledged message stays invisible to other consumers (default 300);
                          keep it above the longest handler time.
@@ -55,9 +59,7 @@ from kombu import exceptions as _kombu_exceptions
 from kombu.transport import virtual as _kombu_virtual
 from kombu.utils import json as _kombu_json
 
-from container_messaging.transports.base import DELIVER_AT
-
-__all__ = ["DATABASE_FILE_NAME", "EmbeddedChannel", "EmbeddedTransport"]
+__all__ = ["DATABASE_FILE_NAME", "SqliteChannel", "SqliteTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +181,14 @@ def _not_found(kind: str, name: str, method: str) -> Exception:
     return error
 
 
-class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
+class SqliteChannel(virtual.Channel):  # type: ignore[misc]
     """A virtual channel whose exchanges, bindings, queues and messages live in the SQLite database."""
 
     supports_fanout = True
     do_restore = True
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
-        transport: EmbeddedTransport = connection
+        transport: SqliteTransport = connection
         self._transport = transport
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -413,12 +415,28 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
             return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        """Stores one copy; a ``DELIVER_AT`` header (unix seconds) keeps it invisible until then."""
-        deliver_at = (message.get("headers") or {}).get(DELIVER_AT, 0)
+        """Stores one copy, visible at once."""
+        self._insert(queue, message, available_at=0.0)
+
+    def put_later(
+        self, queue: str, body: bytes, content_type: str, headers: dict[str, Any], available_at: float
+    ) -> None:
+        """Stores a persistent message on ``queue`` (through the default exchange), invisible until ``available_at``
+        (unix seconds): a delayed retry, held without anything unacknowledged."""
+        message = self.prepare_message(body, 0, content_type, "binary", headers, {"delivery_mode": 2})
+        self._inplace_augment_message(message, "", queue)  # the delivery tag and info kombu's publish adds
+        self._insert(queue, message, available_at)
+
+    def _insert(self, queue: str, message: dict[str, Any], available_at: float) -> None:
         self._execute(
             "INSERT INTO messages (queue, payload, priority, available_at) VALUES (?, ?, ?, ?)",
-            (queue, dumps(message), self._get_message_priority(message), float(deliver_at or 0)),
+            (queue, dumps(message), self._get_message_priority(message), available_at),
         )
+
+    def waiting_for_delay(self, queue: str) -> int:
+        """Messages of ``queue`` that are not visible yet (delayed)."""
+        rows = self._read("SELECT count(*) FROM messages WHERE queue = ? AND available_at > ?", (queue, time.time()))
+        return int(rows[0][0])
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
         with self._write():
@@ -573,10 +591,10 @@ class EmbeddedChannel(virtual.Channel):  # type: ignore[misc]
                     _INHERITED_CONNECTIONS.append(conn)
 
 
-class EmbeddedTransport(virtual.Transport):  # type: ignore[misc]
+class SqliteTransport(virtual.Transport):  # type: ignore[misc]
     """kombu transport over one SQLite file shared by the processes of one machine (see the module docstring)."""
 
-    Channel = EmbeddedChannel
+    Channel = SqliteChannel
 
     polling_interval = 0.05
     default_port = 0
@@ -597,8 +615,9 @@ class EmbeddedTransport(virtual.Transport):  # type: ignore[misc]
         if not data_folder:
             raise ValueError("the embedded transport needs transport_options['data_folder']")
         folder = Path(data_folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.database_path: Path = folder / DATABASE_FILE_NAME
+        os.close(os.open(self.database_path, os.O_RDWR | os.O_CREAT, 0o600))  # owner-only when it is created here
         self.visibility_timeout: float = _positive(options, "visibility_timeout", 300.0)
         self.busy_timeout: float = _positive(options, "busy_timeout", 5.0)
         self.reclaim_interval: float = float(options.get("reclaim_interval", 1.0))

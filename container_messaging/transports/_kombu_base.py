@@ -1,0 +1,569 @@
+"""What every kombu adapter shares: connections, broker errors mapped to TransportError, publishing with retries,
+and the receiver loop (a consumer on its own connection handing out one Delivery at a time).
+
+An adapter (``rabbitmq.py``, ``redis.py``, ``memory.py``, ``embedded/``) subclasses :class:`KombuTransport` and
+fills in its hooks: how to connect (:meth:`~KombuTransport.new_connection`), how to publish and route
+(:meth:`~KombuTransport.publish_once`), how to requeue, delay and dead-letter a delivery, what counts as a refusal
+for good, and what its tests need to see (:meth:`~KombuTransport.waiting_for_delay`,
+:meth:`~KombuTransport.remove_endpoint`).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
+
+import kombu
+from kombu import Exchange, Queue, binding
+
+from container_messaging.errors import (
+    BrokerRefusedError,
+    ConfigurationError,
+    TransportError,
+    UnroutableMessageError,
+)
+from container_messaging.transports.base import (
+    BaseTransport,
+    Delivery,
+    EndpointTopology,
+    OutboundMessage,
+    Receiver,
+    dead_letter_queue,
+)
+from container_messaging.transports.options import TransportOptions
+
+__all__ = ["ACCEPT", "KombuDelivery", "KombuReceiver", "KombuTransport", "causes", "not_found", "publish_kwargs"]
+
+log = logging.getLogger("container_messaging.transport")
+
+#: What consumers accept; kombu never deserializes anything for us (we read raw bodies), this is belt and braces.
+ACCEPT: Final = ["application/json", "text/plain", "application/octet-stream", "application/data"]
+#: Exceptions raised from these packages are broker errors, whatever their class.
+_BROKER_MODULES: Final = frozenset({"kombu", "amqp", "redis", "sqlite3"})
+
+T = TypeVar("T")
+
+
+def publish_kwargs(message: OutboundMessage) -> dict[str, Any]:
+    """kombu ``Producer.publish`` arguments for a persistent ``message`` (raw bytes, never serialized again)."""
+    return {
+        "headers": message.headers,
+        "content_type": message.content_type,
+        "content_encoding": "binary",
+        "delivery_mode": 2,
+        "message_id": message.message_id,
+        "retry": False,
+    }
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from (kombu wraps the client's errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def not_found(error: BaseException) -> bool:
+    """Whether the broker answered NOT_FOUND (404): the queue or exchange does not exist."""
+    return str(getattr(error, "reply_code", "")) == "404"
+
+
+def _describe(action: str, subject: object) -> str:
+    return action if subject is None else f"{action} {subject!r}"
+
+
+class KombuTransport(BaseTransport):
+    """A transport over one kombu connection URL; connections open on first use.
+
+    The publisher keeps one connection; each receiver and each administrative operation opens its own.
+    """
+
+    #: seconds between two calls of :meth:`before_poll` while a receiver waits for messages (None: never called)
+    poll_step: ClassVar[float | None] = None
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+        self.description = options.masked_url
+        self._publisher: kombu.Connection | None = None
+        self._producer: kombu.Producer | None = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        self._declared: set[str] = set()
+
+    # -- the adapter's hooks ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def new_connection(self) -> kombu.Connection:
+        """A kombu connection (not yet connected) with this broker's options."""
+
+    @abc.abstractmethod
+    def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
+        """One attempt to publish ``message`` (``exchange`` ``""`` addresses the queue named by its routing key);
+        raises :class:`UnroutableMessageError` for a mandatory message no queue receives, where the broker can tell."""
+
+    @abc.abstractmethod
+    def delay(self, receiver: KombuReceiver, delivery: KombuDelivery, delay_ms: int, headers: dict[str, Any]) -> None:
+        """Puts a copy of ``delivery`` with ``headers`` back on its queue, visible after ``delay_ms``."""
+
+    @abc.abstractmethod
+    def waiting_for_delay(self, queue: str) -> int:
+        """How many delayed copies for ``queue`` wait for their time (for tests and tooling)."""
+
+    def refused(self, error: BaseException) -> bool:
+        """Whether ``error`` (one of a chain) says the broker refused us for good (credentials, vhost, rights)."""
+        return False
+
+    def explain(self, error: BaseException) -> str:
+        """What went wrong, for an error message: the error, and what to check when TLS verification failed."""
+        text = f"{type(error).__name__}: {error}"
+        tls_errors = [cause for cause in causes(error) if isinstance(cause, ssl.SSLError)]
+        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in tls_errors):
+            ca = self.options.ssl_ca_certs
+            text += (
+                " (the broker's TLS certificate could not be verified with "
+                f"{f'the CA file {ca!r}' if ca else 'the default CA certificates'} (transport.ssl_ca_certs): did "
+                "that CA sign it, for this host name? ssl_verify false turns verification off)"
+            )
+        elif tls_errors:
+            text += (
+                " (the TLS handshake failed: does the broker require a client certificate (transport.ssl_certfile, "
+                "ssl_keyfile), and does it speak TLS on this port?)"
+            )
+        return text
+
+    def new_producer(self, channel: Any) -> kombu.Producer:
+        """The producer of the publisher connection."""
+        return kombu.Producer(channel)
+
+    def requeue(self, receiver: KombuReceiver, delivery: KombuDelivery) -> None:
+        """Puts ``delivery`` back on its own queue: kombu's requeue (RabbitMQ's own; a virtual transport restores
+        through the exchange the message came by, and this package gives virtual queues their messages through the
+        default exchange, so that is the message's own queue)."""
+        delivery.message.requeue()
+
+    def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
+        """Puts a copy of ``delivery`` with ``headers`` on its queue's dead letter queue."""
+        receiver.send(dead_letter_queue(delivery.queue), delivery.body, headers, delivery.content_type)
+
+    def before_poll(self, receiver: KombuReceiver) -> None:
+        """Runs every :attr:`poll_step` seconds while ``receiver`` waits (e.g. to move due delayed messages)."""
+
+    def heartbeat_interval(self) -> float | None:
+        """Seconds between two heartbeat checks of a consuming connection (None: no heartbeat thread)."""
+        return None
+
+    # -- connections and errors ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def errors_of(connection: kombu.Connection) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean the broker or the connection failed."""
+        return (OSError, *connection.connection_errors, *connection.channel_errors)
+
+    def broker_error(
+        self, action: str, error: BaseException, errors: tuple[type[BaseException], ...]
+    ) -> TransportError | None:
+        """``error`` as a :class:`TransportError` naming ``action`` and the redacted URL (a
+        :class:`BrokerRefusedError` when the broker refused for good); None when it is already a TransportError or
+        not a broker or socket error at all (a bug: left as it is)."""
+        if isinstance(error, TransportError) or not isinstance(error, Exception):
+            return None
+        if not (isinstance(error, errors) or type(error).__module__.partition(".")[0] in _BROKER_MODULES):
+            return None
+        kind = BrokerRefusedError if any(self.refused(cause) for cause in causes(error)) else TransportError
+        return kind(f"{action} failed on {self.description}: {self.explain(error)}")
+
+    def reraise(self, action: str, error: Exception, errors: tuple[type[BaseException], ...]) -> NoReturn:
+        """Raises ``error`` mapped by :meth:`broker_error` (from ``error``), or as it is when it needs no mapping."""
+        mapped = self.broker_error(action, error, errors)
+        if mapped is None:
+            raise error
+        raise mapped from error
+
+    def check_tls_files(self) -> None:
+        """A configured CA bundle, certificate or key that is not a file is an error naming it (rather than the
+        client's bare ``No such file or directory``)."""
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self.options, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigurationError(
+                    f"transport.{name}: no such file {path!r} (TLS for {self.description}; the path is relative to "
+                    f"the working directory {os.getcwd()!r})"
+                )
+
+    @contextmanager
+    def connection(self, action: str) -> Iterator[Any]:
+        """A short-lived connection's channel, for administrative work (declare, size, browse)."""
+        connection = self.new_connection()
+        errors = self.connect(connection, action)
+        try:
+            yield connection.channel()
+        except Exception as error:
+            self.reraise(action, error, errors)
+        finally:
+            connection.release()
+
+    def connect(self, connection: kombu.Connection, action: str) -> tuple[type[BaseException], ...]:
+        """Connects ``connection`` once (no retry here: publishing and consuming retry at their own level); returns
+        its error classes. A failure is a TransportError and the connection is released."""
+        errors = self.errors_of(connection)
+        try:
+            connection.ensure_connection(max_retries=0, timeout=self.options.connect_timeout)
+        except Exception as error:
+            connection.release()
+            self.reraise(action, error, errors)
+        return errors
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+
+    def _producer_connected(self) -> kombu.Producer:
+        if self._producer is None:
+            connection = self.new_connection()
+            errors = self.connect(connection, "connecting to publish")
+            try:
+                self._producer = self.new_producer(connection.channel())
+            except Exception as error:
+                connection.release()
+                self.reraise("opening a channel to publish", error, errors)
+            self._publisher, self._errors = connection, errors
+        return self._producer
+
+    def reset_publisher(self) -> None:
+        """Drops the publisher connection (the next publish connects again)."""
+        if self._publisher is not None:
+            try:
+                self._publisher.release()
+            except Exception:  # a dead connection may fail to close; it is dropped either way
+                log.debug("closing a broken publisher connection failed", exc_info=True)
+        self._publisher = self._producer = None
+        self._declared.clear()
+
+    def with_retries(self, what: str, send: Callable[[kombu.Producer], None]) -> None:
+        """Runs ``send`` with the publisher's producer. A lost connection is retried ``publish_retries`` times
+        (reconnecting, with back-off, logged at INFO); then one TransportError says what is known: the message was
+        never sent, or an attempt failed after sending it (it may have reached the broker). A refusal for good and
+        an unroutable message are raised at once."""
+        attempts = max(self.options.publish_retries, 0) + 1
+        maybe_sent = False
+        for attempt in range(1, attempts + 1):
+            sending = False
+            try:
+                producer = self._producer_connected()
+                sending = True
+                try:
+                    send(producer)
+                except Exception as error:
+                    self.reraise(what, error, self._errors)
+                return
+            except (UnroutableMessageError, BrokerRefusedError):
+                raise
+            except TransportError as exc:
+                failure, maybe_sent = exc, maybe_sent or sending
+            self.reset_publisher()
+            if attempt < attempts:
+                log.info("%s failed (attempt %d of %d), reconnecting: %s", what, attempt, attempts, failure)
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+        outcome = (
+            "not confirmed: an attempt failed after sending, so it may or may not have reached the broker"
+            if maybe_sent
+            else "not sent"
+        )
+        raise TransportError(f"{what}: {outcome} after {attempts} attempt(s); the last one: {failure}") from failure
+
+    def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
+        self.with_retries(
+            f"publishing message {message.message_id!r} to {exchange!r} with routing key {message.routing_key!r}",
+            lambda producer: self.publish_once(producer, exchange, message, mandatory),
+        )
+
+    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        for index, (message, mandatory) in enumerate(messages):
+            try:
+                self.publish(exchange, message, mandatory=mandatory)
+            except TransportError as exc:
+                published = [m.message_id for m, _ in messages[:index]]
+                unsent = [m.message_id for m, _ in messages[index + 1 :]]
+                raise type(exc)(
+                    f"{exc}. Of the batch of {len(messages)}: published {published}; not sent {unsent}"
+                ) from exc
+
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        direct = OutboundMessage(queue, message.body, message.headers, message.content_type, message.message_id)
+        self.with_retries(
+            f"publishing message {message.message_id!r} to queue {queue!r}",
+            lambda producer: self.publish_once(producer, "", direct, True),
+        )
+
+    def unroutable(self, exchange: str, routing_key: str) -> str:
+        """The message of an :class:`UnroutableMessageError`."""
+        if not exchange:
+            return f"there is no queue {routing_key!r} on {self.description}"
+        return (
+            f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
+            "is the destination service's consumer set up (container-messaging setup / run)?"
+        )
+
+    # -- topology --------------------------------------------------------------------------------------------------
+
+    def declare_exchange(self, exchange: str) -> None:
+        if exchange in self._declared:
+            return
+        self.with_retries(
+            f"declaring exchange {exchange!r}",
+            lambda producer: Exchange(exchange, "topic", durable=True)(producer.channel).declare(),
+        )
+        self._declared.add(exchange)
+
+    def setup_endpoint(self, topology: EndpointTopology) -> None:
+        with self.connection(f"declaring queue {topology.queue!r}") as channel:
+            exchange = Exchange(topology.exchange, "topic", durable=True)
+            queue = Queue(
+                topology.queue,
+                durable=True,
+                auto_delete=False,
+                bindings=[binding(exchange, routing_key=key) for key in topology.bindings],
+            )
+            queue(channel).declare()
+            Queue(dead_letter_queue(topology.queue), durable=True, auto_delete=False)(channel).declare()
+
+    def queue_size(self, queue: str) -> int:
+        with self.connection(f"reading the size of queue {queue!r}") as channel:
+            try:
+                return int(channel.queue_declare(queue, passive=True).message_count)
+            except Exception as exc:
+                if not_found(exc):
+                    return 0
+                raise
+
+    def remove_endpoint(self, topology: EndpointTopology, delays: Iterable[int] = ()) -> None:
+        """Deletes an endpoint's queue, its dead letter queue and delayed copies, and the exchange, with every
+        message in them (for tests and tooling; ``delays`` names delays used by other processes)."""
+        with self.connection(f"deleting the queues of {topology.queue!r}") as channel:
+            for name in (topology.queue, dead_letter_queue(topology.queue)):
+                channel.queue_delete(name)
+            channel.exchange_delete(topology.exchange)
+
+    # -- consuming -------------------------------------------------------------------------------------------------
+
+    def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
+        return KombuReceiver(self, queue, prefetch_count)
+
+    @contextmanager
+    def browse(self, queue: str) -> Iterator[list[Delivery]]:
+        receiver = KombuReceiver(self, queue, prefetch_count=0, consume=False)
+        deliveries: list[Delivery] = []
+        try:
+            if receiver.queue_exists():
+                take = Queue(queue, no_declare=True)(receiver.channel).get
+                while (message := receiver.exclusively("reading queue", queue, take, accept=ACCEPT)) is not None:
+                    deliveries.append(KombuDelivery(message, receiver))
+            yield deliveries
+        finally:
+            for delivery in deliveries:
+                if not delivery.settled:
+                    delivery.requeue()
+            receiver.close()
+
+    def close(self) -> None:
+        self.reset_publisher()
+
+
+class KombuReceiver(Receiver):
+    """A consumer on one queue, on its own connection. A lock serialises every use of the connection between the
+    consuming thread and the heartbeat thread that keeps an AMQP connection alive while a handler runs long."""
+
+    def __init__(self, transport: KombuTransport, queue: str, prefetch_count: int, *, consume: bool = True) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.dead: TransportError | None = None
+        self._buffer: deque[KombuDelivery] = deque()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._last_poll_hook = 0.0
+        self._consumer: kombu.Consumer | None = None
+        self._connection = transport.new_connection()
+        self._errors = transport.connect(self._connection, f"consuming queue {queue!r}")
+        try:
+            self.exclusively("consuming queue", queue, self._open, prefetch_count, consume)
+        except BaseException:
+            self._connection.release()
+            raise
+        interval = transport.heartbeat_interval()
+        if consume and interval is not None:
+            threading.Thread(target=self._keep_alive, args=(interval,), name=f"heartbeat-{queue}", daemon=True).start()
+
+    def _open(self, prefetch_count: int, consume: bool) -> None:
+        self.channel = self._connection.channel()
+        self.producer = kombu.Producer(self.channel)
+        if consume:
+            self._consumer = kombu.Consumer(
+                self.channel,
+                queues=[Queue(self.queue, no_declare=True)],
+                on_message=self._on_message,
+                accept=ACCEPT,
+                prefetch_count=prefetch_count,
+                auto_declare=False,
+                no_ack=False,
+            )
+            self._consumer.consume()
+
+    def exclusively(self, action: str, subject: object, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``operation(*args, **kwargs)`` with exclusive use of the connection. Broker errors become a
+        TransportError and the connection is never used again (no ack is sent for deliveries of a dead channel: the
+        broker redelivers them). ``action`` and ``subject`` (e.g. a message id) only make the error message."""
+        with self._lock:
+            if self.dead is not None:
+                raise TransportError(
+                    f"{_describe(action, subject)}: the connection was lost earlier ({self.dead}); the broker keeps "
+                    "the message for redelivery"
+                )
+            try:
+                return operation(*args, **kwargs)
+            except TransportError as exc:
+                self.dead = exc
+                raise
+            except Exception as error:
+                mapped = self.transport.broker_error(_describe(action, subject), error, self._errors)
+                if mapped is None:
+                    raise  # not the broker's: a bug, the connection stays usable
+                self.dead = mapped
+                raise mapped from error
+
+    def queue_exists(self) -> bool:
+        """Whether the queue exists (asking for a missing one closes an AMQP channel: a fresh one is opened)."""
+        try:
+            self.exclusively("looking for queue", self.queue, self.channel.queue_declare, self.queue, passive=True)
+        except TransportError as exc:
+            if exc.__cause__ is None or not not_found(exc.__cause__):
+                raise
+            with self._lock:
+                self.dead = None
+                self.channel = self._connection.channel()
+                self.producer = kombu.Producer(self.channel)
+            return False
+        return True
+
+    def _keep_alive(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            try:
+                self.exclusively("heartbeat", None, self._heartbeat)
+            except TransportError as exc:
+                log.warning("consumer connection of %r lost: %s", self.queue, exc)
+                return
+
+    def _heartbeat(self) -> None:
+        self._connection.heartbeat_check()
+        with suppress(TimeoutError):  # read what arrived, the broker's heartbeats included
+            self._connection.drain_events(timeout=0.01)
+
+    def _on_message(self, message: Any) -> None:
+        self._buffer.append(KombuDelivery(message, self))
+
+    def send(
+        self, queue: str, body: bytes, headers: Mapping[str, Any], content_type: str | None, **options: Any
+    ) -> None:
+        """Publishes a persistent message straight to ``queue`` on this receiver's channel (from inside
+        :meth:`exclusively`); ``options`` go to kombu's ``Producer.publish`` (``mandatory``, ...)."""
+        self.producer.publish(
+            body,
+            exchange="",
+            routing_key=queue,
+            headers=headers,
+            content_type=content_type or "application/octet-stream",
+            content_encoding="binary",
+            delivery_mode=2,
+            retry=False,
+            **options,
+        )
+
+    def receive(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout
+        while not self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.exclusively("consuming queue", self.queue, self._wait, remaining)
+        return self._buffer.popleft()
+
+    def _wait(self, seconds: float) -> None:
+        """Reads what the broker sends for up to ``seconds``; a transport with a :attr:`~KombuTransport.poll_step`
+        waits in steps of it and runs its :meth:`~KombuTransport.before_poll` hook between them."""
+        step = self.transport.poll_step
+        if step is not None:
+            now = time.monotonic()
+            if now - self._last_poll_hook >= step:
+                self._last_poll_hook = now
+                self.transport.before_poll(self)
+            seconds = min(seconds, step)
+        with suppress(TimeoutError):
+            self._connection.drain_events(timeout=seconds)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self.dead is None:
+            try:
+                while self._buffer:  # prefetched, never handed out: back to the queue
+                    self._buffer.popleft().requeue()
+                if self._consumer is not None:
+                    self.exclusively("cancelling the consumer of", self.queue, self._consumer.cancel)
+            except TransportError:
+                log.warning(
+                    "closing the consumer of %r failed; the broker redelivers what was not acknowledged",
+                    self.queue,
+                    exc_info=True,
+                )
+        with self._lock:
+            try:
+                self._connection.release()
+            except Exception:
+                log.debug("releasing the consumer connection of %r failed", self.queue, exc_info=True)
+
+
+class KombuDelivery(Delivery):
+    """A kombu message handed out by a :class:`KombuReceiver`; settling it uses the receiver's connection."""
+
+    def __init__(self, message: Any, receiver: KombuReceiver) -> None:
+        self.message = message
+        self._receiver = receiver
+        self._settled = False
+        body = message.body
+        self.body = body.encode() if isinstance(body, str) else bytes(body)
+        self.headers = dict(message.headers or {})  # our own copy: kombu's dict is never shared with the layers above
+        self.content_type = message.content_type or None
+        self.queue = receiver.queue
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def _settle(self, action: str, operation: Callable[..., None], *args: Any) -> None:
+        if self._settled:
+            raise TransportError(f"message {self.headers.get('id')!r} was already settled; cannot {action} it")
+        self._receiver.exclusively(action, self.headers.get("id"), operation, *args)
+        self._settled = True
+
+    def ack(self) -> None:
+        self._settle("ack", self.message.ack)
+
+    def requeue(self) -> None:
+        self._settle("requeue", self._receiver.transport.requeue, self._receiver, self)
+
+    def dead_letter_copy(self, extra_headers: Mapping[str, Any]) -> None:
+        receiver, headers = self._receiver, {**self.headers, **extra_headers}
+        receiver.exclusively(
+            "dead-lettering", self.headers.get("id"), receiver.transport.dead_letter, receiver, self, headers
+        )
+
+    def delayed_copy(self, delay_ms: int, extra_headers: Mapping[str, Any]) -> None:
+        receiver, headers = self._receiver, {**self.headers, **extra_headers}
+        transport = receiver.transport
+        receiver.exclusively("delaying", self.headers.get("id"), transport.delay, receiver, self, delay_ms, headers)

@@ -1,0 +1,47 @@
+"""TransportOptions: the plain values a transport is built from (no settings classes, no files, no environment)."""
+
+from __future__ import annotations
+
+import attrs
+
+from container_messaging.redaction import mask_url
+
+__all__ = ["TransportOptions"]
+
+
+@attrs.frozen
+class TransportOptions:
+    """How to reach one broker. The field names are those of the ``transport`` settings that concern a transport
+    (``config.TransportSettings``), with the same defaults; each adapter reads the ones it needs.
+
+    The repr never shows the URL's password.
+    """
+
+    url: str = attrs.field(default="embedded://", repr=mask_url)
+    data_folder: str = ".container_messaging"
+    polling_interval: float = 0.05
+    confirm_publish: bool = True
+    connect_timeout: float = 5.0
+    heartbeat: int = 30
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_verify: bool = True
+    visibility_timeout: float = 300.0
+    publish_retries: int = 3
+
+    @classmethod
+    def of(cls, source: object) -> TransportOptions:
+        """The options read from the same-named attributes of ``source`` (e.g. a ``config.TransportSettings``)."""
+        return cls(**{field.name: getattr(source, field.name) for field in attrs.fields(cls)})
+
+    @property
+    def scheme(self) -> str:
+        """The URL's scheme, lower case (``pyamqp``, ``redis``, ``embedded``...)."""
+        return self.url.partition("://")[0].lower()
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with its password replaced by ``***``: what logs, reprs and errors show."""
+        return mask_url(self.url)

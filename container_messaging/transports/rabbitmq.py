@@ -1,0 +1,276 @@
+"""RabbitMQ (``pyamqp://``, ``amqp://`` mapped to it, ``amqps://``), through kombu's py-amqp transport.
+
+The broker routes (durable topic exchange), reports unroutable mandatory messages and confirms publishes
+(``confirm_publish``). A delayed retry goes to a durable TTL queue ``<queue>.delay.<ms>`` that dead-letters back to
+the service's queue when the time is up; nothing is held unacknowledged meanwhile. A consuming connection runs a
+heartbeat thread so that a long handler does not get the connection closed by the broker.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+import kombu
+from kombu import Queue
+
+from container_messaging.errors import TransportError, UnroutableMessageError
+from container_messaging.transports._kombu_base import (
+    KombuDelivery,
+    KombuReceiver,
+    KombuTransport,
+    publish_kwargs,
+)
+from container_messaging.transports.base import EndpointTopology, OutboundMessage, dead_letter_queue
+from container_messaging.transports.options import TransportOptions
+
+__all__ = ["RabbitMqTransport"]
+
+#: ACCESS_REFUSED (bad credentials, no permission) and NOT_ALLOWED (unknown vhost, vhost access refused)
+_REFUSALS: Final = frozenset({"403", "530"})
+
+
+def delay_queue(queue: str, delay_ms: int) -> str:
+    """The TTL queue that holds copies for ``queue`` during ``delay_ms``."""
+    return f"{queue}.delay.{delay_ms}"
+
+
+def _pyamqp(url: str) -> str:
+    """``url`` (or each URL of a ``;`` failover list) with ``amqp://`` spelled ``pyamqp://``: the pure-Python client,
+    never librabbitmq, even when it is installed."""
+    return ";".join(
+        "pyamqp" + part[len("amqp") :] if part.lower().startswith("amqp://") else part for part in url.split(";")
+    )
+
+
+@attrs.define
+class _Batch:
+    """What the broker said so far about the messages of one ``publish_many``, across attempts (by index)."""
+
+    messages: Sequence[tuple[OutboundMessage, bool]]
+    sent: set[int] = attrs.Factory(set)
+    confirmed: set[int] = attrs.Factory(set)
+    nacked: set[int] = attrs.Factory(set)
+    returned: list[tuple[str, str]] = attrs.Factory(list)  # (routing key, message id)
+    #: delivery tag -> index, for the publishes of the current attempt the broker has not confirmed yet
+    unconfirmed: dict[int, int] = attrs.Factory(dict)
+
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.messages)) if i not in self.confirmed and i not in self.nacked]
+
+    def on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.confirmed)
+
+    def on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.nacked)
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        for done in [t for t in self.unconfirmed if t <= tag] if multiple else [tag]:
+            if done in self.unconfirmed:
+                into.add(self.unconfirmed.pop(done))
+
+    def ids(self, indexes: Iterable[int]) -> list[str]:
+        return [self.messages[i][0].message_id for i in sorted(indexes)]
+
+    def report(self) -> str:
+        """Which messages the broker confirmed, which may or may not have reached it, which were never sent."""
+        returned_ids = [message_id for _, message_id in self.returned]
+        confirmed = [message_id for message_id in self.ids(self.confirmed) if message_id not in returned_ids]
+        unknown = [i for i in self.pending() if i in self.sent]
+        unsent = [i for i in self.pending() if i not in self.sent]
+        return (
+            f"Of the batch of {len(self.messages)}: confirmed {confirmed}; not confirmed (may or may not have "
+            f"reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}"
+            + (f"; returned (no queue bound) {returned_ids}" if returned_ids else "")
+        )
+
+
+class RabbitMqTransport(KombuTransport):
+    """The RabbitMQ adapter."""
+
+    def __init__(self, options: TransportOptions) -> None:
+        super().__init__(options)
+        self._returned: list[tuple[str, str]] = []  # (routing key, message id) of messages the broker returned
+        self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
+        self._delays: dict[str, set[int]] = {}  # queue -> delays this transport sent copies with
+        #: seconds to wait for a publisher confirm before the outcome counts as unknown
+        self.confirm_timeout = max(options.connect_timeout, 30.0)
+
+    # -- connection ------------------------------------------------------------------------------------------------
+
+    def new_connection(self) -> kombu.Connection:
+        o = self.options
+        return kombu.Connection(
+            _pyamqp(o.url),
+            heartbeat=o.heartbeat,
+            connect_timeout=o.connect_timeout,
+            ssl=self._tls(),
+            transport_options={"confirm_publish": True} if o.confirm_publish else {},
+        )
+
+    def _tls(self) -> dict[str, Any] | None:
+        """py-amqp's TLS options. Verifying means the certificate chain and the host name: ``server_hostname`` None
+        makes kombu fill in the URL's host (py-amqp checks no host name without that key, even with ``ssl=True``)."""
+        o = self.options
+        if not (o.ssl or o.scheme == "amqps"):
+            return None
+        self.check_tls_files()
+        options: dict[str, Any] = {
+            "cert_reqs": ssl.CERT_REQUIRED if o.ssl_verify else ssl.CERT_NONE,
+            "ca_certs": o.ssl_ca_certs,
+            "certfile": o.ssl_certfile,
+            "keyfile": o.ssl_keyfile,
+        }
+        if o.ssl_verify:
+            options["server_hostname"] = None
+        return options
+
+    def refused(self, error: BaseException) -> bool:
+        return str(getattr(error, "reply_code", "")) in _REFUSALS
+
+    def heartbeat_interval(self) -> float | None:
+        return max(1.0, self.options.heartbeat / 4) if self.options.heartbeat else None
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+
+    def new_producer(self, channel: Any) -> kombu.Producer:
+        return kombu.Producer(channel, on_return=self._on_return)
+
+    def _on_return(self, exception: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned.append((routing_key, str(message.properties.get("message_id"))))
+
+    def reset_publisher(self) -> None:
+        super().reset_publisher()
+        self._published = 0
+
+    def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
+        self._returned.clear()
+        self._published += 1
+        producer.publish(
+            message.body,
+            exchange=exchange,
+            routing_key=message.routing_key,
+            mandatory=mandatory,
+            confirm_timeout=self.confirm_timeout,
+            **publish_kwargs(message),
+        )
+        if self._returned:  # with confirms the broker returns a message before confirming it
+            raise UnroutableMessageError(self.unroutable(exchange, message.routing_key))
+
+    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """With publisher confirms: every message is published, then one wait collects all their confirms. A retry
+        after a lost connection publishes only what was not confirmed; a failure says which messages the broker
+        confirmed, which may or may not have reached it and which were never sent."""
+        if not self.options.confirm_publish:
+            super().publish_many(exchange, messages)
+            return
+        batch = _Batch(messages)
+        try:
+            self.with_retries(
+                f"publishing a batch of {len(messages)} to {exchange!r}",
+                lambda producer: self._publish_batch(producer, exchange, batch),
+            )
+        except TransportError as exc:
+            raise type(exc)(f"{exc}. {batch.report()}") from exc
+        if batch.nacked:
+            raise TransportError(
+                f"the broker refused {len(batch.nacked)} of {len(messages)} messages (nack) on {self.description}: "
+                f"{batch.ids(batch.nacked)}; the others were confirmed"
+            )
+        if batch.returned:
+            keys = ", ".join(sorted({repr(key) for key, _ in batch.returned}))
+            raise UnroutableMessageError(
+                f"{len(batch.returned)} of {len(messages)} messages were returned: no queue is bound to routing key "
+                f"{keys} on exchange {exchange!r} ({self.description}): {[i for _, i in batch.returned]}; the others "
+                "were published"
+            )
+
+    def _publish_batch(self, producer: kombu.Producer, exchange: str, batch: _Batch) -> None:
+        channel = producer.channel
+        # py-amqp's confirm_publish mode waits for each confirm inside basic_publish. A batch pipelines them
+        # instead: it selects confirm mode itself (``_confirm_selected`` is py-amqp's own flag for that) and
+        # publishes with ``_basic_publish``, which does not wait. Both are py-amqp internals, needed only here.
+        if not channel._confirm_selected:
+            channel._confirm_selected = True
+            channel.confirm_select()
+        batch.unconfirmed.clear()  # delivery tags count again from 1 on a new channel
+        channel.events["basic_ack"].add(batch.on_ack)
+        channel.events["basic_nack"].add(batch.on_nack)
+        self._returned.clear()
+        try:
+            for index in batch.pending():
+                message, mandatory = batch.messages[index]
+                amqp_message = channel.prepare_message(
+                    message.body,
+                    0,
+                    message.content_type,
+                    "binary",
+                    dict(message.headers),
+                    {"delivery_mode": 2, "message_id": message.message_id},
+                )
+                self._published += 1
+                batch.unconfirmed[self._published] = index
+                batch.sent.add(index)
+                channel._basic_publish(
+                    amqp_message, exchange=exchange, routing_key=message.routing_key, mandatory=mandatory
+                )
+            self._wait_for_confirms(producer, batch)
+        finally:
+            channel.events["basic_ack"].discard(batch.on_ack)
+            channel.events["basic_nack"].discard(batch.on_nack)
+            batch.returned += self._returned  # the broker confirms a message after returning it
+
+    def _wait_for_confirms(self, producer: kombu.Producer, batch: _Batch) -> None:
+        deadline = time.monotonic() + self.confirm_timeout
+        while batch.unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportError(
+                    f"{len(batch.unconfirmed)} publishes were not confirmed by {self.description} within "
+                    f"{self.confirm_timeout:g} s"
+                )
+            producer.connection.drain_events(timeout=remaining)
+
+    # -- consuming: copies and delays ------------------------------------------------------------------------------
+
+    def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
+        queue = dead_letter_queue(delivery.queue)
+        # declared again each time: a dead letter queue deleted while the consumer runs would otherwise swallow copies
+        Queue(queue, durable=True, auto_delete=False)(receiver.channel).declare()
+        self._send_copy(receiver, queue, delivery, headers)
+
+    def delay(self, receiver: KombuReceiver, delivery: KombuDelivery, delay_ms: int, headers: dict[str, Any]) -> None:
+        name = delay_queue(delivery.queue, delay_ms)
+        Queue(
+            name,
+            durable=True,
+            auto_delete=False,
+            queue_arguments={
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": delivery.queue,
+            },
+        )(receiver.channel).declare()
+        self._send_copy(receiver, name, delivery, headers)
+        self._delays.setdefault(delivery.queue, set()).add(delay_ms)
+
+    def _send_copy(self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
+        """A copy to ``queue``: mandatory, so that a copy the broker cannot route raises (with publisher confirms, the
+        broker returns it before confirming) and the original stays unacknowledged."""
+        receiver.send(
+            queue, delivery.body, headers, delivery.content_type, mandatory=True, confirm_timeout=self.confirm_timeout
+        )
+
+    def waiting_for_delay(self, queue: str) -> int:
+        """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""
+        return sum(self.queue_size(delay_queue(queue, ms)) for ms in sorted(self._delays.get(queue, ())))
+
+    def remove_endpoint(self, topology: EndpointTopology, delays: Iterable[int] = ()) -> None:
+        all_delays = sorted({*delays, *self._delays.get(topology.queue, ())})
+        super().remove_endpoint(topology)
+        with self.connection(f"deleting the delay queues of {topology.queue!r}") as channel:
+            for ms in all_delays:
+                channel.queue_delete(delay_queue(topology.queue, ms))

@@ -1,0 +1,123 @@
+"""TLS through the RabbitMQ adapter, against a RabbitMQ node of the test's own (tests/support/rabbit_cluster.py) whose
+AMQPS listener verifies peers and requires a client certificate: what works, and the error that names each cause.
+
+Run alone with ``pytest -m tls``."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from container_messaging.errors import TransportError
+from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
+
+from support.rabbit_cluster import RabbitCluster, RabbitNode, require_rabbitmq_server
+from support.tls import CertificateFiles, make_certificate_authority, make_certificates
+
+pytestmark = pytest.mark.tls
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory: pytest.TempPathFactory, certificates: CertificateFiles) -> Iterator[RabbitNode]:
+    """One RabbitMQ node whose AMQPS listener verifies peers and refuses clients without a certificate."""
+    require_rabbitmq_server()
+    folder = tmp_path_factory.mktemp("rabbit-tls")
+    with RabbitCluster(folder, size=1, tls=certificates, require_client_certificate=True) as started:
+        sys.stderr.write(f"\n{started!r} with TLS: booted in {started.boot_seconds:.1f} s\n")
+        yield started.nodes[0]
+
+
+def options(url: str, certificates: CertificateFiles, **changes: Any) -> TransportOptions:
+    """The transport options of a client that trusts the test CA and presents the client certificate."""
+    values: dict[str, Any] = {
+        "ssl_ca_certs": str(certificates.ca),
+        "ssl_certfile": str(certificates.client_certificate),
+        "ssl_keyfile": str(certificates.client_key),
+        "publish_retries": 0,
+    }
+    values.update(changes)
+    return TransportOptions(url=url, **{key: value for key, value in values.items() if value is not ...})
+
+
+def test_amqps_with_the_ca_and_a_client_certificate_carries_a_message(
+    tls_node: RabbitNode, certificates: CertificateFiles, unique: str
+) -> None:
+    """Over amqps:// with the test CA and the client certificate, a message published through the adapter is
+    received and acknowledged."""
+    transport: Any = create_transport(options(tls_node.tls_url, certificates))
+    topology = EndpointTopology(f"test.tls.{unique}", f"test_tls_{unique}", ("billing.#",))
+    message_id = str(uuid.uuid4())
+    try:
+        transport.setup_endpoint(topology)
+        transport.publish(
+            topology.exchange,
+            OutboundMessage("billing.changed", b"{}", {"id": message_id}, "application/json", message_id),
+            mandatory=True,
+        )
+        with transport.open_receiver(topology.queue, prefetch_count=1) as receiver:
+            delivery = receiver.receive(10)
+            assert delivery is not None
+            assert delivery.headers["id"] == message_id
+            delivery.ack()
+    finally:
+        transport.remove_endpoint(topology)
+        transport.close()
+
+
+def test_a_server_certificate_from_another_ca_is_an_error_naming_the_ca_file(
+    tls_node: RabbitNode, certificates: CertificateFiles, tmp_path: Path
+) -> None:
+    """A client trusting another CA refuses the server, and the error names the CA file and the option."""
+    wrong = make_certificate_authority(tmp_path, "wrong-ca")
+    transport = create_transport(options(tls_node.tls_url, certificates, ssl_ca_certs=str(wrong.certificate)))
+    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+        transport.queue_size("some_queue")
+    assert f"the CA file {str(wrong.certificate)!r} (transport.ssl_ca_certs)" in str(caught.value)
+
+
+def test_verification_off_accepts_a_certificate_of_another_ca(
+    tls_node: RabbitNode, certificates: CertificateFiles, tmp_path: Path
+) -> None:
+    """With ssl_verify false the same client connects (the certificate is not checked)."""
+    wrong = make_certificate_authority(tmp_path, "wrong-ca")
+    transport = create_transport(
+        options(tls_node.tls_url, certificates, ssl_ca_certs=str(wrong.certificate), ssl_verify=False)
+    )
+    assert transport.queue_size("some_queue_that_does_not_exist") == 0
+
+
+def test_a_host_name_the_certificate_does_not_name_is_refused(
+    tls_node: RabbitNode, certificates: CertificateFiles
+) -> None:
+    """Reaching the node by a name its certificate was not made for (this machine's name, which resolves to
+    127.0.0.1) is refused: the adapter checks the host name, not only the CA."""
+    name = socket.gethostname()
+    if name == "localhost" or socket.gethostbyname(name) != "127.0.0.1":
+        pytest.skip(f"this machine's name {name!r} does not resolve to 127.0.0.1 as another name")
+    url = tls_node.tls_url.replace("127.0.0.1", name)
+    assert urlsplit(url).hostname == name
+    transport = create_transport(options(url, certificates))
+    with pytest.raises(TransportError, match="Hostname mismatch"):
+        transport.queue_size("some_queue")
+
+
+def test_a_missing_client_certificate_is_an_error_pointing_at_it(
+    tls_node: RabbitNode, certificates: CertificateFiles
+) -> None:
+    """A client without certificate is refused by the node, and the error asks whether the broker requires one,
+    naming the options."""
+    transport = create_transport(options(tls_node.tls_url, certificates, ssl_certfile=..., ssl_keyfile=...))
+    with pytest.raises(TransportError, match=r"client certificate \(transport\.ssl_certfile, ssl_keyfile\)"):
+        transport.queue_size("some_queue")
