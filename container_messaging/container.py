@@ -288,6 +288,7 @@ class MessagingContainer:
             [self.topology.queue(name) for name in names],
             dead_letter_threshold=dead_letter_threshold,
             timeout=timeout,
+            queue_exists=self.transport.queue_exists,
         )
 
     def setup(self, name: str | None = None) -> None:

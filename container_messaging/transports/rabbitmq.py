@@ -22,6 +22,7 @@ from container_messaging.transports._kombu_base import (
     KombuDelivery,
     KombuReceiver,
     KombuTransport,
+    not_found,
     publish_kwargs,
 )
 from container_messaging.transports.base import EndpointTopology, OutboundMessage, dead_letter_queue
@@ -263,6 +264,16 @@ class RabbitMqTransport(KombuTransport):
         receiver.send(
             queue, delivery.body, headers, delivery.content_type, mandatory=True, confirm_timeout=self.confirm_timeout
         )
+
+    def queue_exists(self, queue: str) -> bool:
+        with self.connection(f"looking for queue {queue!r}") as channel:
+            try:
+                channel.queue_declare(queue, passive=True)
+            except Exception as exc:
+                if not_found(exc):
+                    return False
+                raise
+            return True
 
     def waiting_for_delay(self, queue: str) -> int:
         """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""
