@@ -124,12 +124,13 @@ class Middleware:
         outcome: Outcome,
         *,
         handler: Handler | None = None,
-        attempt: int = 1,
+        attempt: int | None = None,
         error: Exception | None = None,
     ) -> None:
         """The consumer decided ``outcome`` for ``message``: per handler (``handler`` None when no handler could be
-        chosen) for HANDLED, RETRIED_NOW, RETRIED_LATER, DEAD_LETTERED and REQUEUED, with the overall ``attempt``
-        number and the ``error`` of a failure; per message (no handler) for DUPLICATE and DROPPED."""
+        chosen) for HANDLED, RETRIED_NOW, RETRIED_LATER, DEAD_LETTERED and REQUEUED; per message (no handler) for
+        DUPLICATE and DROPPED. A failure comes with its ``error`` and its ``attempt`` (counted overall, immediate and
+        delayed retries together, as in the logs and the dead letter's ``failure.attempts``)."""
 
 
 class MiddlewareChain(Middleware):
@@ -176,7 +177,7 @@ class MiddlewareChain(Middleware):
         outcome: Outcome,
         *,
         handler: Handler | None = None,
-        attempt: int = 1,
+        attempt: int | None = None,
         error: Exception | None = None,
     ) -> None:
         for middleware in self.middlewares:

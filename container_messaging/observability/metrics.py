@@ -168,7 +168,7 @@ class MetricsMiddleware(Middleware):
         outcome: Outcome,
         *,
         handler: Handler | None = None,
-        attempt: int = 1,
+        attempt: int | None = None,
         error: Exception | None = None,
     ) -> None:
         name = handler.name if handler is not None else _ROUTING

@@ -164,7 +164,7 @@ class TracingMiddleware(Middleware):
         outcome: Outcome,
         *,
         handler: Handler | None = None,
-        attempt: int = 1,
+        attempt: int | None = None,
         error: Exception | None = None,
     ) -> None:
         """An event on the processing span (``handled``, ``retried later``, ``dead-lettered``, ...); a failure that
@@ -172,7 +172,9 @@ class TracingMiddleware(Middleware):
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        event: dict[str, Any] = {"container_messaging.attempt": attempt}
+        event: dict[str, Any] = {}
+        if attempt is not None:
+            event["container_messaging.attempt"] = attempt
         if handler is not None:
             event["container_messaging.handler"] = handler.name
         if error is not None:
