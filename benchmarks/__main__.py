@@ -26,7 +26,16 @@ import psutil
 
 from benchmarks.common import AMQP_URL, BenchError, Broker, Context, Row, ScenarioResult
 from benchmarks.payloads import body
-from benchmarks.scenarios import amqp_commands, amqp_fanout, bootstrap, embedded, inprocess, others, outbox
+from benchmarks.scenarios import (
+    amqp_commands,
+    amqp_fanout,
+    bootstrap,
+    embedded,
+    inprocess,
+    observability,
+    others,
+    outbox,
+)
 
 SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "1": ("distributed commands over RabbitMQ", amqp_commands.run),
@@ -36,6 +45,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "5": ("bootstrap and idle RSS", bootstrap.run),
     "6": ("other libraries (if installed)", others.run),
     "7": ("outbox on PostgreSQL + RabbitMQ", outbox.run),
+    "8": ("middleware hooks: no-op and OpenTelemetry", observability.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
