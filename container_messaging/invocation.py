@@ -22,11 +22,17 @@ from container_messaging.markers import HandlerKind, is_transactional
 from container_messaging.messages import ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
-__all__ = ["Handler", "PayloadConverter", "Transactions", "build_handler", "current_message"]
+__all__ = ["Handler", "PayloadConverter", "Transactions", "build_handler", "current_message", "handler_failure"]
 
 #: The message whose handler is running in this context (None outside handlers): the parent of what it sends.
 current_message: Final[contextvars.ContextVar[Message | None]] = contextvars.ContextVar(
     "container_messaging_current_message", default=None
+)
+
+#: Told ``(handler, message, error)`` when a handler called outside any other handler (by a consumer) raises, before
+#: the error propagates; None (the default): nobody is told. The test system sets it to surface a failure at once.
+handler_failure: Final[contextvars.ContextVar[Callable[[Handler, Message, Exception], None] | None]] = (
+    contextvars.ContextVar("container_messaging_handler_failure", default=None)
 )
 
 _NOT_ROUTABLE_BY_CLASS: Final = frozenset({str, bytes, dict, list, tuple, set, int, float, bool, object})
@@ -109,6 +115,11 @@ class Handler:
         token = current_message.set(message)
         try:
             return self._call(message)
+        except Exception as exc:
+            observer = handler_failure.get()
+            if observer is not None and token.old_value in (None, contextvars.Token.MISSING):
+                observer(self, message, exc)
+            raise
         finally:
             current_message.reset(token)
 

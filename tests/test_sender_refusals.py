@@ -24,6 +24,7 @@ from container_messaging import (
 )
 from container_messaging.cli import main
 from container_messaging.messages import MediaType
+from container_messaging.testing import TestSystem
 
 HANDLERS = """
 from container_messaging import Headers, command_handler, distributed, event_handler, service_activator
@@ -69,28 +70,26 @@ GOOD_KEYS = {
 
 
 class Billing:
-    """A service named billing on the in-memory broker, sending to itself."""
+    """The service named billing of a test system (in-process channels), sending to itself."""
 
-    def __init__(self, container: MessagingContainer, module: Any) -> None:
-        self.container = container
+    def __init__(self, system: TestSystem, module: Any) -> None:
+        self.system = system
         self.module = module
-        self.bus = container.get(DistributedBus)
+        self.bus = system.service("billing").distributed_bus
 
     def queued(self) -> int:
-        return self.container.transport.queue_size(self.container.topology.queue("billing"))
+        return self.system.queued("billing")
 
     def handle_all(self) -> list[tuple[str, dict[str, Any]]]:
-        self.container.run("billing", finish_when_no_messages=True)
+        self.system.run()
         return list(self.module.RECEIVED)
 
 
 @pytest.fixture
 def billing(make_module: Callable[[str, str], str]) -> Iterator[Billing]:
     name = make_module(f"refusals_{uuid.uuid4().hex[:8]}", HANDLERS)
-    config = {"service_name": "billing", "scan": [name], "transport": {"url": "memory://"}}
-    with MessagingContainer.from_dict(config) as container:
-        container.setup()
-        yield Billing(container, importlib.import_module(name))
+    with TestSystem([{"service_name": "billing", "scan": [name]}]) as system:
+        yield Billing(system, importlib.import_module(name))
 
 
 # -- routing keys and destinations ---------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ class UserController:
 
     @sends_command("billing", "billing.changeDetails", ChangeBillingDetails)  # what it sends: for the docs only
     def change_billing(self, person_id: str, billing_details: str) -> None:
-        payload = f'{{"personId":"{person_id}","billingDetails":"{billing_details}"}}'
-        self.bus.send_command("billing", "billing.changeDetails", payload, "application/json")
+        command = ChangeBillingDetails(person_id, billing_details)
+        self.bus.convert_and_send_command("billing", "billing.changeDetails", command)  # JSON, with its type name
         print(f"[user] sent billing.changeDetails for person {person_id}", flush=True)
 
 
