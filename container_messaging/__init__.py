@@ -14,12 +14,13 @@ from container_messaging.config import (
     TransportSettings,
     load_settings,
 )
-from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
+from container_messaging.consumer import EndpointConsumer, EndpointDescription, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.deduplication import DeduplicationStore
 from container_messaging.distributed import DistributedBus
+from container_messaging.distributed.dispatcher import Subscription
 from container_messaging.errors import (
     AmbiguousDependencyError,
     BrokerRefusedError,
@@ -76,6 +77,7 @@ __all__ = [
     "DistributionError",
     "DistributionSettings",
     "EndpointConsumer",
+    "EndpointDescription",
     "EndpointError",
     "EventBus",
     "HandlerDefinitionError",
@@ -100,6 +102,7 @@ __all__ = [
     "ScanError",
     "SecretUrl",
     "Settings",
+    "Subscription",
     "TransportError",
     "TransportSettings",
     "UnroutableMessageError",

@@ -5,7 +5,7 @@
     container-messaging [--config PATH] [-v...] list
     container-messaging [--config PATH] [-v...] run NAME [--handled-message-limit N] [--execution-time-limit MS]
                                                           [--memory-limit MB] [--stop-on-failure]
-                                                          [--finish-when-no-messages]
+                                                          [--finish-when-no-messages] [--wait-for-broker SECONDS]
     container-messaging [--config PATH] [-v...] setup [NAME]
     container-messaging [--config PATH] [-v...] send-command DEST KEY PAYLOAD [--content-type T] [--header K=V ...]
     container-messaging [--config PATH] [-v...] publish-event KEY PAYLOAD [--content-type T] [--header K=V ...]
@@ -37,7 +37,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
 
+import attrs
+
 from container_messaging.config import CONFIG_ENV, config_path
+from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
 from container_messaging.distributed import DistributedBus
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
@@ -217,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the first failed message, leaving it on its queue (exit code 1)",
     )
     run.add_argument("--finish-when-no-messages", action="store_true", help="stop when the queue is empty")
+    run.add_argument(
+        "--wait-for-broker",
+        type=float,
+        metavar="SECONDS",
+        help="at start, try a broker that does not answer again for up to SECONDS (never one that refused us)",
+    )
 
     setup = command("setup", "Declare the exchange, the endpoint queues and their bindings.")
     setup.add_argument("name", type=_name, metavar="NAME", nargs="?", help="one endpoint (default: every endpoint)")
@@ -288,20 +297,18 @@ def _cmd_list(container: MessagingContainer, args: argparse.Namespace, masker: _
 
 
 def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
-    result = container.run(
-        args.name,
+    options = RunOptions(
         handled_message_limit=args.handled_message_limit,
         execution_time_limit=args.execution_time_limit,
         memory_limit=args.memory_limit,
         stop_on_failure=args.stop_on_failure,
         finish_when_no_messages=args.finish_when_no_messages,
+        wait_for_broker=args.wait_for_broker,
     )
-    extra = "".join(
-        f", {label} {count}"
-        for label, count in (("duplicates", result.duplicates), ("reconnects", result.reconnects))
-        if count
-    )
-    _out(masker, f"{result.endpoint}: handled {result.handled}, failed {result.failed}{extra} ({result.stop_reason})")
+    # the start banner on stderr (stdout keeps the one result line for scripts)
+    print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
+    result = container.run(args.name, **attrs.asdict(options))
+    _out(masker, result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
 
 

@@ -19,7 +19,8 @@ Group ``transport`` (YAML mapping / INI section ``[transport]``):
     ``rediss://...``.  ``amqps://`` and ``rediss://`` imply ``ssl = true`` whatever ``ssl`` says.  The value is a
     :class:`~container_messaging.redaction.SecretUrl`: its password never appears in a ``repr``, ``str`` or error
     message.  A ``/``, ``?`` or ``#`` in the user name or password must be percent-encoded (``%2F``, ``%3F``,
-    ``%23``); unencoded, it is an error saying so.
+    ``%23``); unencoded, it is an error saying so.  For a RabbitMQ cluster, several URLs of one scheme (failover):
+    a YAML list, or kombu's ``url1;url2;url3`` (the only form an INI file has); held as the ``;``-joined string.
 ``data_folder`` (default ``.container_messaging``)
     The embedded transport's folder.  A relative path is kept as written; the caller resolves it against the
     working directory.
@@ -55,7 +56,11 @@ Group ``distribution`` (``[distribution]``):
 Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
 ``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
 message of the embedded or Redis transport stays hidden before it is redelivered); ``publish_retries`` (default
-``3``, attempts after a lost connection while publishing, then the error is raised).
+``5``, attempts after a lost connection or a refused publish, waiting 0.2 s before the first and doubling up to 2 s:
+about 5 s in all, time for a RabbitMQ cluster to fail over; then the error is raised); ``queue_type`` (default
+``classic``, or ``quorum``: RabbitMQ's replicated queues for the service's queue, its dead letter queue and its
+delay queues; RabbitMQ URLs only) and ``delivery_limit`` (default ``20``, at least 1: a quorum queue hands a message
+returned more than this many times to the dead letter queue).
 
 Group ``recoverability`` (``[recoverability]``):
 
@@ -89,6 +94,7 @@ Values:
   each string item is interpolated.
 * Booleans are YAML booleans or the strings ``true/false/yes/no/on/off/1/0`` (any case).  Integers and numbers
   may be written as strings.  String keys (``service_name``, ``url``...) must be strings in YAML: quote them.
+* A list of URLs is allowed for ``transport.url`` only.
 * In YAML, ``null`` is allowed for ``service_name``, the ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile`` paths,
   ``scan`` (no modules), ``delayed_retries`` (no delayed retries) and a whole group (all of its defaults); it is an
   error anywhere else.
@@ -147,7 +153,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePath
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NewType, TypeVar
 
 import attrs
 import cattrs
@@ -182,6 +188,8 @@ CONFIG_ENV: Final = "CONTAINER_MESSAGING_CONFIG"
 """The environment variable naming the configuration file when none is given (see :func:`config_path`)."""
 
 _TLS_SCHEMES: Final[frozenset[str]] = frozenset({"amqps", "rediss"})
+_AMQP_SCHEMES: Final[frozenset[str]] = frozenset({"pyamqp", "amqp", "amqps"})
+_QUEUE_TYPES: Final[tuple[str, ...]] = ("classic", "quorum")
 _REDIS_SCHEMES: Final[frozenset[str]] = frozenset({"redis", "rediss"})
 _JSON_KEYS: Final[tuple[str, ...]] = ("camelCase", "as_is")
 _INI_MAIN_SECTION: Final = "container_messaging"
@@ -309,6 +317,18 @@ def _parse_secret_url(value: Any, read: _Read) -> SecretUrl:
     return SecretUrl(_parse_str(value, read))
 
 
+BrokerUrl = NewType("BrokerUrl", SecretUrl)
+"""The type of ``transport.url``: one URL, or a failover list held as ``url1;url2;url3``."""
+
+
+def _parse_broker_url(value: Any, read: _Read) -> BrokerUrl:
+    """A URL, or (in a file, or a list or tuple in code) several URLs joined with ``;``; a mistyped item is named by
+    its index."""
+    if isinstance(value, list | tuple):
+        return BrokerUrl(SecretUrl(";".join(_parse_list(value, read, "a list of URLs", _parse_str))))
+    return BrokerUrl(_parse_secret_url(value, read))
+
+
 def _parse_optional_str(value: Any, read: _Read) -> str | None:
     value = _read(value, read)
     if value is None or isinstance(value, str):
@@ -391,6 +411,7 @@ def _parse_delays(value: Any, read: _Read) -> tuple[int, ...]:
 _PARSERS: Final[Mapping[Any, Callable[[Any, _Read], Any]]] = {
     str: _parse_str,
     SecretUrl: _parse_secret_url,
+    BrokerUrl: _parse_broker_url,
     str | None: _parse_optional_str,
     int: _parse_int,
     float: _parse_float,
@@ -452,12 +473,21 @@ def _check_authority(url: str) -> str | None:
 
 
 def _check_url(value: str) -> str | None:
-    scheme, separator, _ = value.partition("://")
     known = ", ".join(sorted(URL_SCHEMES))
-    if not separator:
-        return f"expected a URL such as 'pyamqp://user:password@host:5672//', got {mask_url(value)!r}"
-    if scheme not in URL_SCHEMES:
-        return f"unknown URL scheme {scheme!r} in {mask_url(value)!r} (known: {known})"
+    if ";" in value and not all(value.split(";")):
+        return f"an empty URL in the failover list {mask_url(value)!r} (a ';' too many?)"
+    for part in value.split(";"):
+        scheme, separator, _ = part.partition("://")
+        if not separator:
+            return f"expected a URL such as 'pyamqp://user:password@host:5672//', got {mask_url(part)!r}"
+        if scheme not in URL_SCHEMES:
+            return f"unknown URL scheme {scheme!r} in {mask_url(part)!r} (known: {known})"
+    schemes = sorted({part.partition("://")[0] for part in value.split(";")})
+    if ";" in value and (len(schemes) > 1 or schemes[0] not in _AMQP_SCHEMES):
+        return (
+            f"several URLs (a failover list) must all be RabbitMQ URLs of one scheme (amqp, amqps or pyamqp), got "
+            f"{', '.join(schemes)} in {mask_url(value)!r}"
+        )
     return _check_authority(value)
 
 
@@ -471,6 +501,12 @@ def _check_positive(value: float) -> str | None:
 
 def _check_at_least_one(value: int) -> str | None:
     return None if value >= 1 else f"must be at least 1, got {value!r}"
+
+
+def _check_queue_type(value: str) -> str | None:
+    if value in _QUEUE_TYPES:
+        return None
+    return f"must be one of {', '.join(repr(choice) for choice in _QUEUE_TYPES)}, got {_describe(value)}"
 
 
 def _check_not_negative(value: int) -> str | None:
@@ -512,7 +548,10 @@ def _validator(check: _Check | None) -> Callable[[Any, attrs.Attribute[Any], Any
 
 
 def _secret_url(value: str) -> SecretUrl:
-    """The converter of a key that may hold a password (a value of another type is left to the validator)."""
+    """The converter of a key that may hold a password (a value of another type is left to the validator); a list or
+    tuple of strings, as ``transport.url`` takes in code, is joined with ``;``."""
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return SecretUrl(";".join(value))
     return SecretUrl(value) if isinstance(value, str) else value
 
 
@@ -530,9 +569,10 @@ def _option(default: Any, check: _Check | None = None, *, secret: bool = False) 
 
 @attrs.frozen
 class TransportSettings:
-    """How to reach the broker (``transport`` group); ``url`` is a :class:`SecretUrl` (masked when shown)."""
+    """How to reach the broker (``transport`` group); ``url`` is a :class:`SecretUrl` (masked when shown), several
+    URLs joined with ``;``."""
 
-    url: SecretUrl = _option("embedded://", _check_url, secret=True)  # noqa: RUF009 - a str, immutable
+    url: BrokerUrl = _option("embedded://", _check_url, secret=True)  # noqa: RUF009 - a str, immutable
     data_folder: str = _option(".container_messaging", _check_not_empty)
     polling_interval: float = _option(0.05, _check_positive)
     prefetch_count: int = _option(10, _check_at_least_one)
@@ -546,11 +586,17 @@ class TransportSettings:
     ssl_keyfile: str | None = _option(None)
     ssl_verify: bool = _option(True)
     visibility_timeout: float = _option(300.0, _check_positive)
-    publish_retries: int = _option(3, _check_not_negative)
+    publish_retries: int = _option(5, _check_not_negative)
+    queue_type: str = _option("classic", _check_queue_type)
+    delivery_limit: int = _option(20, _check_at_least_one)
 
     def __attrs_post_init__(self) -> None:
+        scheme = self.url.partition("://")[0]
+        if self.queue_type != "classic" and scheme not in _AMQP_SCHEMES:
+            problem = f"{self.queue_type!r} queues are RabbitMQ's (an amqp:// url), not {scheme}:// ones"
+            raise _FieldError(type(self), "queue_type", problem)
         # amqps:// and rediss:// mean TLS whatever `ssl` says.
-        if self.url.partition("://")[0] in _TLS_SCHEMES and not self.ssl:
+        if scheme in _TLS_SCHEMES and not self.ssl:
             object.__setattr__(self, "ssl", True)
 
     @property

@@ -1,71 +1,128 @@
 """The endpoint consumer: the run loop behind ``container.run(name)`` and ``container-messaging run NAME``.
 
-It declares the endpoint's queue and bindings, then takes one message at a time:
+It declares the endpoint's queue and bindings (with ``wait_for_broker``, waiting for a broker that does not answer
+yet), then takes one message at a time:
 
-1. a body over ``consumer.max_message_size`` goes straight to the dead letter;
+1. a body over ``consumer.max_message_size``, a malformed ``ecotone_retry_number`` and whatever breaks Ecotone's
+   rules (the dispatcher's gate) is a failure before any handler runs;
 2. the dispatcher chooses the handlers (Ecotone's rules); those that already handled this message id within the
    deduplication window are skipped (all of them: the message is acknowledged as a duplicate);
-3. recoverability runs the others with immediate retries; each success is remembered for deduplication;
+3. each other handler runs; when it fails, :mod:`container_messaging.recoverability` decides (retry now, retry
+   after a delay, dead letter) and this loop carries the decision out; each success is remembered for
+   deduplication;
 4. success: the message is acknowledged (only after its handlers returned);
    failure: a delayed retry or a dead letter copy per failed handler, then the acknowledgement
    (or, with ``stop_on_failure``, the message goes back to its queue and the consumer stops).
 
+This is the only place that settles a delivery (ack, requeue, its copies). A copy that cannot be published (the
+broker refused it, the connection dropped) is remembered: when the message comes back, its dead letter copy is
+reduced to the essential headers, so one message never blocks the queue.
+
 A lost connection is not the end: the consumer reconnects with back-off and resumes (deliveries of the dead
-channel are never acknowledged; the broker redelivers them). SIGINT/SIGTERM stop the loop after the message in
-hand; a second signal stops at once (the message in hand is not acknowledged, so the broker keeps it).
+channel are never acknowledged; the broker redelivers them); a broker that refuses us (credentials, vhost) is never
+waited for. SIGINT/SIGTERM stop the loop after the message in hand; a second signal stops at once (the message in
+hand is not acknowledged, so the broker keeps it).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Final
 
 import attrs
 
+from container_messaging.bounds import MAX_ROUTING_KEY, shown
 from container_messaging.deduplication import DeduplicationStore, NoDeduplication
-from container_messaging.distributed.dispatcher import DistributedDispatcher, inbound_message
-from container_messaging.errors import MessageTooLargeError, TransportError
+from container_messaging.distributed.dispatcher import DistributedDispatcher, Subscription, inbound_message
+from container_messaging.distributed.topology import ROUTING_KEY
+from container_messaging.errors import BrokerRefusedError, ConfigurationError, MessageTooLargeError, TransportError
+from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy
-from container_messaging.messages import ID
-from container_messaging.recoverability import Failure, Recoverability
-from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, Receiver
+from container_messaging.messages import ID, MediaType, Message
+from container_messaging.recoverability import (
+    Failure,
+    MoveToDeadLetter,
+    Recoverability,
+    RetryLater,
+    RetryNow,
+    retry_number,
+)
+from container_messaging.transports.base import (
+    BaseTransport,
+    Delivery,
+    EndpointTopology,
+    OutboundMessage,
+    Receiver,
+    dead_letter_queue,
+)
 
-__all__ = ["EndpointConsumer", "RunOptions", "RunResult"]
+__all__ = ["EndpointConsumer", "EndpointDescription", "RunOptions", "RunResult"]
 
 log = logging.getLogger("container_messaging.consumer")
 
 _POLL_SECONDS: Final = 0.5
 _RECONNECT_DELAYS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_COPY_FAILURES_KEPT: Final = 1024
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
+def _positive_int(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ConfigurationError(f"run option {attribute.name} must be a positive whole number, got {value!r}")
+
+
+def _positive_seconds(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"run option {attribute.name} must be a positive number of seconds, got {value!r}")
 
 
 @attrs.frozen
 class RunOptions:
-    """Ecotone's run options: the limits count transport messages (one event with two local handlers counts once)."""
+    """Ecotone's run options: the limits count transport messages (one event with two local handlers counts once).
 
-    handled_message_limit: int | None = attrs.field(default=None, validator=_positive)
-    execution_time_limit: int | None = attrs.field(default=None, validator=_positive)  # milliseconds
-    memory_limit: int | None = attrs.field(default=None, validator=_positive)  # megabytes
+    ``wait_for_broker`` (seconds): at start, a broker that does not answer is tried again with back-off for that
+    long (never one that refused us); without it, the first failure to connect ends the run. A bad value raises
+    :class:`ConfigurationError` naming the option.
+    """
+
+    handled_message_limit: int | None = attrs.field(default=None, validator=_positive_int)
+    execution_time_limit: int | None = attrs.field(default=None, validator=_positive_int)  # milliseconds
+    memory_limit: int | None = attrs.field(default=None, validator=_positive_int)  # megabytes
     stop_on_failure: bool = False
     finish_when_no_messages: bool = False
+    wait_for_broker: float | None = attrs.field(default=None, validator=_positive_seconds)
+
+    def limits(self) -> tuple[str, ...]:
+        """The limits in words, for the start banner."""
+        limits = []
+        if self.handled_message_limit is not None:
+            limits.append(f"{self.handled_message_limit} messages")
+        if self.execution_time_limit is not None:
+            limits.append(f"{self.execution_time_limit} ms")
+        if self.memory_limit is not None:
+            limits.append(f"{self.memory_limit} MB of memory")
+        if self.stop_on_failure:
+            limits.append("stop on failure")
+        if self.finish_when_no_messages:
+            limits.append("stop when no messages")
+        return tuple(limits)
 
 
 @attrs.frozen
 class RunResult:
-    """What one run did: messages handled (dropped events included), failed (retried later or dead-lettered),
-    skipped as duplicates, how often it reconnected, and why it stopped."""
+    """What one run did, each transport message counted once: handled (dropped events included), failed
+    (dead-lettered, or kept on its queue by ``stop_on_failure``), retried (put back for a delayed retry), skipped as
+    duplicates; how often it reconnected, and why it stopped."""
 
     endpoint: str
     handled: int
@@ -73,6 +130,50 @@ class RunResult:
     stop_reason: str
     duplicates: int = 0
     reconnects: int = 0
+    retried: int = 0
+
+    def summary(self) -> str:
+        """One line: ``billing: handled 3, failed 1, retried 2 (no more messages)`` (zero extras left out)."""
+        extra = "".join(
+            f", {label} {count}"
+            for label, count in (
+                ("retried", self.retried),
+                ("duplicates", self.duplicates),
+                ("reconnects", self.reconnects),
+            )
+            if count
+        )
+        return f"{self.endpoint}: handled {self.handled}, failed {self.failed}{extra} ({self.stop_reason})"
+
+
+@attrs.frozen
+class EndpointDescription:
+    """What a run consumes and how (its ``str`` is the start banner); the broker's password is never part of it."""
+
+    endpoint: str
+    queue: str
+    dead_letter_queue: str
+    broker: str
+    bindings: tuple[str, ...]
+    subscriptions: tuple[Subscription, ...]
+    concurrency: int
+    limits: tuple[str, ...]
+    max_message_size: int
+
+    def __str__(self) -> str:
+        handlers = [str(subscription) for subscription in self.subscriptions] or ["none"]
+        rows = [
+            ("dead letter", self.dead_letter_queue),
+            ("bound to", ", ".join(self.bindings) or "nothing"),
+            ("concurrency", str(self.concurrency)),
+            ("limits", ", ".join(self.limits) or "none (until SIGINT or SIGTERM)"),
+            ("max message", f"{self.max_message_size} bytes"),
+            ("handlers", handlers[0]),
+            *(("", handler) for handler in handlers[1:]),
+        ]
+        lines = [f"{self.endpoint}: consuming {self.queue} on {self.broker}"]
+        lines += [f"  {label:<12} {value}" for label, value in rows]
+        return "\n".join(lines)
 
 
 def _rss_megabytes() -> float:
@@ -88,12 +189,18 @@ def _rss_megabytes() -> float:
 class _Counts:
     handled: int = 0
     failed: int = 0
+    retried: int = 0
     duplicates: int = 0
     reconnects: int = 0
 
     @property
     def messages(self) -> int:
-        return self.handled + self.failed + self.duplicates
+        return self.handled + self.failed + self.retried + self.duplicates
+
+
+def _routing_key(message: Message) -> str:
+    key = message.headers.get(ROUTING_KEY)
+    return key if isinstance(key, str) and len(key) <= MAX_ROUTING_KEY else shown(key)
 
 
 class EndpointConsumer:
@@ -124,29 +231,38 @@ class EndpointConsumer:
         self._stop_reason: str | None = None
         self._wake = threading.Event()
         self._dedup_warned_until = 0.0
+        # (message id, body size) -> how often publishing that message's copy failed (bounded)
+        self._copy_failures: dict[tuple[str, int], int] = {}
 
     def stop(self, reason: str = "stopped") -> None:
         """Asks the loop to stop after the message in hand (safe to call from a signal handler or thread)."""
         self._stop_reason = reason
         self._wake.set()
 
+    def description(self, options: RunOptions | None = None) -> EndpointDescription:
+        """What :meth:`run` with ``options`` consumes: queue, broker, handlers and their keys, limits."""
+        queue = self.topology.queue
+        return EndpointDescription(
+            endpoint=self.name,
+            queue=queue,
+            dead_letter_queue=dead_letter_queue(queue),
+            broker=self._transport.description,
+            bindings=self.topology.bindings,
+            subscriptions=self._dispatcher.subscriptions(),
+            concurrency=1,
+            limits=(options or RunOptions()).limits(),
+            max_message_size=self._max_message_size,
+        )
+
     def run(self, options: RunOptions | None = None) -> RunResult:
         options = options or RunOptions()
         self._stop_reason = None
         self._wake.clear()
-        self._transport.setup_endpoint(self.topology)
         counts = _Counts()
         deadline = time.monotonic() + options.execution_time_limit / 1000 if options.execution_time_limit else None
-        log.info(
-            "endpoint %r consuming queue %r on %s",
-            self.name,
-            self.topology.queue,
-            getattr(self._transport, "description", self._transport),
-        )
+        log.info("endpoint %r consuming queue %r on %s", self.name, self.topology.queue, self._transport.description)
         with self._signals():
-            receiver: Receiver | None = self._transport.open_receiver(
-                self.topology.queue, prefetch_count=self._prefetch_count
-            )
+            receiver = self._connect(options.wait_for_broker)
             failures_in_a_row = 0
             try:
                 while self._stop_reason is None:
@@ -157,6 +273,8 @@ class EndpointConsumer:
                         counts.reconnects += 1
                     try:
                         self._consume(receiver, options, counts, deadline)
+                    except BrokerRefusedError:
+                        raise
                     except TransportError as exc:
                         failures_in_a_row += 1
                         log.warning("endpoint %r lost its connection: %s; reconnecting", self.name, exc)
@@ -174,17 +292,49 @@ class EndpointConsumer:
             self._stop_reason or "stopped",
             counts.duplicates,
             counts.reconnects,
+            counts.retried,
         )
-        log.info(
-            "endpoint %r stopped: %s (handled %d, failed %d, duplicates %d, reconnects %d)",
-            self.name,
-            result.stop_reason,
-            result.handled,
-            result.failed,
-            result.duplicates,
-            result.reconnects,
-        )
+        log.info("endpoint %r stopped: %s", self.name, result.summary())
         return result
+
+    # -- connecting ------------------------------------------------------------------------------------------------
+
+    def _open(self) -> Receiver:
+        self._transport.setup_endpoint(self.topology)
+        return self._transport.open_receiver(self.topology.queue, prefetch_count=self._prefetch_count)
+
+    def _connect(self, wait: float | None) -> Receiver | None:
+        """The first receiver. With ``wait`` (seconds), a broker that does not answer is tried again with back-off
+        until it does or the time is up (one INFO line per attempt); a broker that refused us is never waited for.
+        None when asked to stop meanwhile."""
+        give_up = time.monotonic() + wait if wait is not None else None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._open()
+            except BrokerRefusedError:
+                raise
+            except TransportError as exc:
+                if give_up is None:
+                    raise
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise TransportError(
+                        f"endpoint {self.name!r}: the broker did not answer within {wait:g} s "
+                        f"({attempt} attempts); the last error: {exc}"
+                    ) from exc
+                delay = min(_RECONNECT_DELAYS[min(attempt - 1, len(_RECONNECT_DELAYS) - 1)], left)
+                log.info(
+                    "endpoint %r: waiting for the broker, attempt %d failed (%s); next in %.1f s, %.1f s left",
+                    self.name,
+                    attempt,
+                    exc,
+                    delay,
+                    left,
+                )
+                if self._wake.wait(delay):
+                    return None
 
     def _reconnect(self, failures: int, deadline: float | None) -> Receiver | None:
         """Opens a new receiver with back-off; None when asked to stop (or out of time) meanwhile."""
@@ -197,8 +347,9 @@ class EndpointConsumer:
             if self._wake.wait(delay):
                 return None
             try:
-                self._transport.setup_endpoint(self.topology)
-                receiver = self._transport.open_receiver(self.topology.queue, prefetch_count=self._prefetch_count)
+                receiver = self._open()
+            except BrokerRefusedError:
+                raise
             except TransportError as exc:
                 attempt += 1
                 log.warning("endpoint %r: reconnecting failed (attempt %d): %s", self.name, attempt, exc)
@@ -206,6 +357,8 @@ class EndpointConsumer:
             log.info("endpoint %r reconnected", self.name)
             return receiver
         return None
+
+    # -- consuming -------------------------------------------------------------------------------------------------
 
     def _consume(self, receiver: Receiver, options: RunOptions, counts: _Counts, deadline: float | None) -> None:
         """Takes messages until asked to stop or a limit is reached; a TransportError means the connection died."""
@@ -221,6 +374,8 @@ class EndpointConsumer:
             if delivery is None:
                 if options.finish_when_no_messages:
                     self._stop_reason = "no more messages"
+                elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+                    self._stop_reason = "memory limit reached"  # an idle consumer over its limit stops too
                 continue
             self._handle(delivery, options, counts)
             if options.handled_message_limit is not None and counts.messages >= options.handled_message_limit:
@@ -229,58 +384,169 @@ class EndpointConsumer:
                 self._stop_reason = self._stop_reason or "memory limit reached"
 
     def _handle(self, delivery: Delivery, options: RunOptions, counts: _Counts) -> None:
+        started = time.perf_counter()
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
         message_id = message.headers.get(ID)
-        failures: list[Failure] = []
-        if len(delivery.body) > self._max_message_size:
-            too_large = MessageTooLargeError(
-                f"message {message_id!r} has {len(delivery.body)} bytes, more than consumer.max_message_size "
-                f"({self._max_message_size})"
+        copy_failures = self._copy_failures.get(self._copy_key(message, delivery), 0) if self._copy_failures else 0
+        retries_before = 0
+        try:
+            if len(delivery.body) > self._max_message_size:
+                raise MessageTooLargeError(
+                    f"message {shown(message_id)} has {len(delivery.body)} bytes, more than "
+                    f"consumer.max_message_size ({self._max_message_size})"
+                )
+            retries_before = retry_number(message)
+            handlers = self._dispatcher.targets(message)
+        except Exception as exc:
+            unrouted = self._recoverability.decide_unrouted(
+                exc, retries_before=retries_before, copy_failures=copy_failures
             )
-            failures.append(Failure(None, too_large, 1))
-        else:
-            try:
-                handlers = self._dispatcher.targets(message)
-            except Exception as exc:
-                failures.append(Failure(None, exc, 1))
-            else:
-                if not handlers:
-                    log.debug("endpoint %r: event %r has no subscriber here; dropped", self.name, message_id)
-                # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the
-                # event another handler already handled, and a redelivered event skips only what already ran.
-                seen, remember = self._seen, self._remember
-                pending = [(h, f"{self.name}:{message_id}:{h.name}") for h in handlers]
-                if message_id is not None:
-                    pending = [(h, key) for h, key in pending if not seen(key)]
-                if handlers and not pending:
-                    log.info("endpoint %r: message %r was already handled; skipped", self.name, message_id)
-                    delivery.ack()
-                    counts.duplicates += 1
-                    return
-                for handler, key in pending:
-                    failure = self._recoverability.run(handler, message)
-                    if failure is not None:
-                        failures.append(failure)
-                    elif message_id is not None:
-                        remember(key)
-        if not failures:
+            self._settle_failed(delivery, message, [unrouted], options, counts, started)
+            return
+        # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the event
+        # another handler already handled, and a redelivered event skips only what already ran.
+        pending = [(h, f"{self.name}:{message_id}:{h.name}") for h in handlers]
+        if message_id is not None:
+            pending = [(h, key) for h, key in pending if not self._seen(key)]
+        if handlers and not pending:
             delivery.ack()
-            counts.handled += 1
-            log.debug("endpoint %r: handled %r", self.name, message)
+            counts.duplicates += 1
+            self._outcome(message, handlers, "already handled: skipped", started)
             return
-        counts.failed += 1
+        decisions: list[RetryLater | MoveToDeadLetter] = []
+        for handler, key in pending:
+            decision = self._attempt(handler, message, retries_before, copy_failures)
+            if decision is not None:
+                decisions.append(decision)
+            elif message_id is not None:
+                self._remember(key)
+        if decisions:
+            self._settle_failed(delivery, message, decisions, options, counts, started)
+            return
+        delivery.ack()
+        counts.handled += 1
+        log.debug("endpoint %r: handled %r", self.name, message)
+        self._outcome(message, handlers, "handled" if handlers else "no subscriber here: dropped", started)
+
+    def _attempt(
+        self, handler: Handler, message: Message, retries_before: int, copy_failures: int
+    ) -> RetryLater | MoveToDeadLetter | None:
+        """Runs ``handler``, again at once while recoverability says so; None when it succeeded."""
+        attempt = 1
+        while True:
+            try:
+                handler(message)
+                return None
+            except Exception as exc:
+                decision = self._recoverability.decide(
+                    handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
+                )
+            if not isinstance(decision, RetryNow):
+                return decision
+            log.warning("%s; retrying at once", self._failed(message, decision.failure))
+            attempt += 1
+
+    def _settle_failed(
+        self,
+        delivery: Delivery,
+        message: Message,
+        decisions: Sequence[RetryLater | MoveToDeadLetter],
+        options: RunOptions,
+        counts: _Counts,
+        started: float,
+    ) -> None:
+        """Carries out recoverability's decisions (a copy each), then acknowledges; with ``stop_on_failure``, puts
+        the message back on its queue and stops instead."""
+        failures = [decision.failure for decision in decisions]
         if options.stop_on_failure:
-            log.error(
-                "endpoint %r: message %r failed (%s: %s); stop_on_failure keeps it on its queue",
-                self.name,
-                message_id,
-                type(failures[0].error).__name__,
-                failures[0].error,
-            )
+            log.error("%s; stop_on_failure keeps it on its queue", self._failed(message, failures[0]))
             delivery.requeue()
+            counts.failed += 1
             self._stop_reason = "a message failed (stop_on_failure)"
+            self._outcome(message, failures, "failed: kept on its queue (stop_on_failure)", started)
             return
-        self._recoverability.dispose(delivery, message, failures)
+        try:
+            for decision in decisions:
+                if isinstance(decision, RetryLater):
+                    log.warning(
+                        "%s; retrying in %d ms (delayed retry %d of %d)",
+                        self._failed(message, decision.failure),
+                        decision.delay_ms,
+                        decision.retry,
+                        decision.retries,
+                    )
+                    delivery.delayed_copy(decision.delay_ms, decision.headers)
+                    continue
+                log.error(
+                    "%s; moved to the dead letter (%s)",
+                    self._failed(message, decision.failure),
+                    decision.reason,
+                    exc_info=log.isEnabledFor(logging.DEBUG) and decision.failure.error,
+                )
+                if decision.reduced:
+                    self._reduced_dead_letter_copy(delivery, decision)
+                else:
+                    delivery.dead_letter_copy(decision.headers)
+        except TransportError:
+            self._copy_failed(self._copy_key(message, delivery))
+            raise
+        delivery.ack()
+        if self._copy_failures:
+            self._copy_failures.pop(self._copy_key(message, delivery), None)
+        if any(isinstance(decision, MoveToDeadLetter) for decision in decisions):
+            counts.failed += 1
+            self._outcome(message, failures, "failed: dead-lettered", started)
+        else:
+            counts.retried += 1
+            self._outcome(message, failures, "failed: retried later", started)
+
+    def _reduced_dead_letter_copy(self, delivery: Delivery, decision: MoveToDeadLetter) -> None:
+        """The body and the essential headers only, published afresh to the dead letter queue (declared first)."""
+        headers = decision.reduced_headers(delivery.headers)
+        message_id = headers.get(ID)
+        queue = dead_letter_queue(self.topology.queue)
+        self._transport.setup_endpoint(self.topology)
+        self._transport.send_to_queue(
+            queue,
+            OutboundMessage(
+                queue,
+                delivery.body,
+                headers,
+                delivery.content_type or MediaType.OCTET_STREAM,
+                message_id if isinstance(message_id, str) and message_id.isascii() else "",
+            ),
+        )
+
+    @staticmethod
+    def _copy_key(message: Message, delivery: Delivery) -> tuple[str, int]:
+        return shown(message.headers.get(ID)), len(delivery.body)
+
+    def _copy_failed(self, key: tuple[str, int]) -> None:
+        if len(self._copy_failures) >= _COPY_FAILURES_KEPT:
+            self._copy_failures.clear()
+        self._copy_failures[key] = self._copy_failures.get(key, 0) + 1
+
+    # -- what the log says -----------------------------------------------------------------------------------------
+
+    def _failed(self, message: Message, failure: Failure) -> str:
+        return (
+            f"endpoint {self.name!r}: message {shown(message.headers.get(ID))} ({_routing_key(message)}) failed in "
+            f"{failure.handler_name}, attempt {failure.attempt} of {failure.attempts}: {failure.error_text}"
+        )
+
+    def _outcome(self, message: Message, ran: Sequence[Handler | Failure], outcome: str, started: float) -> None:
+        """The one INFO line per message: routing key, handler(s), outcome, duration."""
+        if log.isEnabledFor(logging.INFO):
+            names = ", ".join(item.handler_name if isinstance(item, Failure) else item.name for item in ran)
+            log.info(
+                "endpoint %r: %s (message %s) -> %s: %s in %.1f ms",
+                self.name,
+                _routing_key(message),
+                shown(message.headers.get(ID)),
+                names or "-",
+                outcome,
+                (time.perf_counter() - started) * 1000,
+            )
 
     # A deduplication store that fails (Redis down) must not stop handling nor make the broker redeliver what was
     # handled: it degrades to no deduplication, with a warning, until it answers again.
@@ -311,10 +577,12 @@ class EndpointConsumer:
             return
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
             if self._stop_reason is not None:
-                raise KeyboardInterrupt  # second signal: stop at once; the message in hand stays on the broker
-            log.info("signal %s: stopping after the current message", signal.Signals(signum).name)
-            self.stop(f"signal {signal.Signals(signum).name}")
+                log.warning("second signal %s: stopping now; the message in hand stays on the broker", name)
+                raise KeyboardInterrupt
+            log.warning("signal %s: stopping after the current message (a second signal stops at once)", name)
+            self.stop(f"signal {name}")
 
         previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -305,10 +305,17 @@ class MessagingContainer:
         memory_limit: int | None = None,
         stop_on_failure: bool = False,
         finish_when_no_messages: bool = False,
+        wait_for_broker: float | None = None,
     ) -> RunResult:
-        """Consumes endpoint ``name`` until a limit is reached or SIGINT/SIGTERM (Ecotone's ``run``)."""
+        """Consumes endpoint ``name`` until a limit is reached or SIGINT/SIGTERM (Ecotone's ``run``); with
+        ``wait_for_broker`` (seconds), waits that long at start for a broker that does not answer yet."""
         options = RunOptions(
-            handled_message_limit, execution_time_limit, memory_limit, stop_on_failure, finish_when_no_messages
+            handled_message_limit,
+            execution_time_limit,
+            memory_limit,
+            stop_on_failure,
+            finish_when_no_messages,
+            wait_for_broker,
         )
         return self.endpoint(name).run(options)
 

@@ -18,8 +18,7 @@ from typing import Any
 import attrs
 
 from container_messaging.errors import DeadLetterError
-from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER
-from container_messaging.recoverability import FAILURE_HEADERS
+from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.transports.base import BaseTransport, Delivery, OutboundMessage, dead_letter_queue
 
 __all__ = ["DeadLetter", "DeadLetterEntry"]
@@ -54,17 +53,17 @@ class DeadLetterEntry:
     @classmethod
     def from_delivery(cls, delivery: Delivery, endpoint: str) -> DeadLetterEntry:
         h = delivery.headers
-        original = {k: v for k, v in h.items() if k not in FAILURE_HEADERS}
+        original = {k: v for k, v in h.items() if k not in FailureHeader.ALL}
         return cls(
             message_id=str(h.get(ID, "")),
-            endpoint=str(h.get("failure.endpoint", endpoint)),
-            handler=h.get("failure.handler"),
-            reason=h.get("failure.reason"),
-            error_class=h.get("failure.exceptionClass"),
-            error_message=h.get("failure.message"),
-            trace=h.get("failure.trace"),
-            failed_at=_optional_int(h.get("failure.time")),
-            attempts=_optional_int(h.get("failure.attempts")),
+            endpoint=str(h.get(FailureHeader.ENDPOINT, endpoint)),
+            handler=h.get(FailureHeader.HANDLER),
+            reason=h.get(FailureHeader.REASON),
+            error_class=h.get(FailureHeader.EXCEPTION_CLASS),
+            error_message=h.get(FailureHeader.MESSAGE),
+            trace=h.get(FailureHeader.TRACE),
+            failed_at=_optional_int(h.get(FailureHeader.TIME)),
+            attempts=_optional_int(h.get(FailureHeader.ATTEMPTS)),
             routing_key=h.get("ecotone.distributed.routingKey"),
             payload_type=h.get("ecotone.distributed.payloadType"),
             content_type=delivery.content_type,
@@ -137,7 +136,7 @@ class DeadLetter:
         return taken
 
     def _send_back(self, delivery: Delivery) -> None:
-        drop = {*FAILURE_HEADERS, RETRY_NUMBER}
+        drop = {*FailureHeader.ALL, RETRY_NUMBER}
         headers = {k: v for k, v in delivery.headers.items() if k not in drop}
         if headers.get(TARGET_HANDLER) is None:
             headers.pop(TARGET_HANDLER, None)

@@ -1,24 +1,40 @@
-"""Recoverability: what happens when a handler fails.
+"""Recoverability: what happens when a handler fails. It decides; the consumer carries the decision out.
 
 A failing handler is tried again at once (``immediate_retries``), then the message is put back on its queue after
-each delay of ``delayed_retries`` (never held unacknowledged meanwhile), with the attempt count in the header
-``ecotone_retry_number`` (as Ecotone), and finally goes to the dead letter with the failure's details. Poison
-(a message that can never succeed: malformed or ill-typed payload, refused content type, broken Ecotone routing,
-no handler, too large) goes straight to the dead letter, without retries. When several handlers of one event fail,
-each gets its own retry copy addressed to it (the header ``container_messaging.handler``), so the handlers that
-succeeded do not run again.
+each delay of ``delayed_retries`` (never held unacknowledged meanwhile), with the count of delayed retries in the
+header ``ecotone_retry_number`` (as Ecotone), and finally goes to the dead letter with the failure's details.
+Attempts are counted overall: with 1 immediate retry and 1 delay a handler has 4 attempts, and the third one is
+"attempt 3 of 4". Poison (a message that can never succeed: malformed or ill-typed payload, refused content type,
+broken Ecotone routing, a malformed header, no handler, too large) goes straight to the dead letter, without
+retries. When several handlers of one event fail, each gets its own retry copy addressed to it (the header
+``container_messaging.handler``), so the handlers that succeeded do not run again.
+
+:meth:`Recoverability.decide` returns a :class:`Decision` for one failed attempt: :class:`RetryNow`,
+:class:`RetryLater` (the copy's headers and delay) or :class:`MoveToDeadLetter` (the reason and the ``failure.*``
+headers). It never touches a delivery. The ``failure.*`` headers are bounded (see :mod:`container_messaging.bounds`).
+A message whose copy could not be published before (the broker refused the frame, the connection dropped) goes to
+the dead letter in a *reduced* form: its body and only its essential headers, each bounded
+(:meth:`MoveToDeadLetter.reduced_headers`).
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import time
 import traceback
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias
 
 import attrs
 
+from container_messaging.bounds import (
+    FAILURE_TEXT_LIMIT,
+    FAILURE_TRACE_LIMIT,
+    MAX_RETRY_NUMBER,
+    shown,
+    truncated,
+)
+from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_KEY, SOURCE_SERVICE, TARGET_SERVICE
 from container_messaging.errors import (
     ConversionError,
     DistributionError,
@@ -28,32 +44,52 @@ from container_messaging.errors import (
 )
 from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy, retry_policy_of
-from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER, Message
-from container_messaging.transports.base import Delivery
-
-__all__ = [
-    "FAILURE_HEADERS",
-    "Failure",
-    "Recoverability",
-    "is_poison",
-]
-
-log = logging.getLogger("container_messaging.recoverability")
-
-#: The headers a dead letter entry carries about its failure.
-FAILURE_HEADERS: Final = (
-    "failure.endpoint",
-    "failure.handler",
-    "failure.reason",
-    "failure.exceptionClass",
-    "failure.message",
-    "failure.trace",
-    "failure.time",
-    "failure.attempts",
+from container_messaging.messages import (
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    ID,
+    PARENT_ID,
+    RETRY_NUMBER,
+    TARGET_HANDLER,
+    TIMESTAMP,
+    TYPE_ID,
+    FailureHeader,
+    Message,
 )
 
+__all__ = [
+    "Decision",
+    "Failure",
+    "MoveToDeadLetter",
+    "Recoverability",
+    "RetryLater",
+    "RetryNow",
+    "is_poison",
+    "retry_number",
+]
+
+POISON: Final = "poison message"
+EXHAUSTED: Final = "retries exhausted"
+_COPY_FAILED: Final = "its delayed retry copy could not be published twice"
+_REDUCED: Final = "copy reduced to its essential headers (a full copy could not be published)"
 
 _POISON: Final = (ConversionError, DistributionError, MissingHeaderError, NoHandlerError, MessageTooLargeError)
+
+#: The original headers a reduced dead letter copy keeps (each bounded): what identifies and routes the message.
+_ESSENTIAL: Final = (
+    ID,
+    CORRELATION_ID,
+    PARENT_ID,
+    TIMESTAMP,
+    CONTENT_TYPE,
+    TYPE_ID,
+    PAYLOAD_TYPE,
+    ROUTING_KEY,
+    TARGET_SERVICE,
+    SOURCE_SERVICE,
+    TARGET_HANDLER,
+)
+_ESSENTIAL_LIMIT: Final = 255
 
 
 def is_poison(error: BaseException) -> bool:
@@ -61,21 +97,105 @@ def is_poison(error: BaseException) -> bool:
     return isinstance(error, _POISON)
 
 
+def retry_number(message: Message) -> int:
+    """How many delayed retries the message had (``ecotone_retry_number``; 0 when absent).
+
+    Raises :class:`DistributionError` naming the header when its value is not a whole number from 0 to
+    ``MAX_RETRY_NUMBER`` (an int, or its decimal text): such a message is poison.
+    """
+    value = message.headers.get(RETRY_NUMBER)
+    if value is None:
+        return 0
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and 0 < len(value) <= len(str(MAX_RETRY_NUMBER)) and value.isascii():
+        number = int(value) if value.isdigit() else None
+    if number is None or not 0 <= number <= MAX_RETRY_NUMBER:
+        raise DistributionError(
+            f"message {shown(message.headers.get(ID))} has header {RETRY_NUMBER!r} = {shown(value)}: expected a "
+            f"whole number from 0 to {MAX_RETRY_NUMBER}"
+        )
+    return number
+
+
 @attrs.frozen
 class Failure:
-    """One handler's failure on one message (``handler`` None when no handler could be chosen)."""
+    """One failed attempt of a handler on a message (``handler`` None: no handler could be chosen).
+
+    ``attempt`` and ``attempts`` count overall, immediate and delayed retries together.
+    """
 
     handler: Handler | None
     error: Exception
+    attempt: int
     attempts: int
 
     @property
     def poison(self) -> bool:
         return is_poison(self.error)
 
+    @property
+    def handler_name(self) -> str:
+        return self.handler.name if self.handler is not None else "routing"
+
+    @property
+    def error_text(self) -> str:
+        """``ErrorClass: message``, bounded."""
+        return f"{type(self.error).__name__}: {truncated(str(self.error), FAILURE_TEXT_LIMIT)}"
+
+
+@attrs.frozen
+class RetryNow:
+    """Run the handler again at once."""
+
+    failure: Failure
+
+
+@attrs.frozen
+class RetryLater:
+    """Put a copy of the message back on its queue, visible after ``delay_ms``, with ``headers`` added (the retry
+    number, and the handler the copy is for): delayed retry ``retry`` of ``retries``."""
+
+    failure: Failure
+    delay_ms: int
+    retry: int
+    retries: int
+    headers: Mapping[str, Any] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class MoveToDeadLetter:
+    """Put a copy of the message on the dead letter with ``headers`` added (the ``failure.*`` details, and the
+    handler the entry is for). ``reduced``: the copy keeps the body and only the essential original headers
+    (see :meth:`reduced_headers`), because a full copy could not be published."""
+
+    failure: Failure
+    reason: str
+    headers: Mapping[str, Any] = attrs.field(repr=False)
+    reduced: bool = False
+
+    def reduced_headers(self, original: Mapping[str, Any]) -> dict[str, Any]:
+        """The headers of the reduced copy: the essential original ones (scalars only, text cut to 255
+        characters), then this decision's headers."""
+        kept: dict[str, Any] = {}
+        for name in _ESSENTIAL:
+            value = original.get(name)
+            if isinstance(value, str):
+                kept[name] = truncated(value, _ESSENTIAL_LIMIT)
+            elif (isinstance(value, float) and math.isfinite(value)) or (
+                isinstance(value, int) and value.bit_length() <= 63  # bool is an int: kept as it is
+            ):
+                kept[name] = value
+        return {**kept, **self.headers}
+
+
+#: One failed attempt's fate.
+Decision: TypeAlias = RetryNow | RetryLater | MoveToDeadLetter
+
 
 class Recoverability:
-    """Runs handlers with immediate retries and decides each failure's fate: a delayed retry or the dead letter."""
+    """Decides each failure's fate by the handler's retry policy (its ``@retries``, else the endpoint's)."""
 
     def __init__(self, endpoint: str, default: RetryPolicy) -> None:
         self._endpoint = endpoint
@@ -91,112 +211,82 @@ class Recoverability:
             policy = self._policies[handler] = retry_policy_of(handler.function, self._default)
             return policy
 
-    def run(self, handler: Handler, message: Message) -> Failure | None:
-        """Runs ``handler``, again at once up to its ``immediate_retries`` while it fails (poison is not retried)."""
-        try:
-            handler(message)
-            return None
-        except Exception as exc:
-            if is_poison(exc):
-                return Failure(handler, exc, 1)
-            first = exc
-        attempts = 1 + self.policy(handler).immediate_retries
-        if attempts == 1:
-            return Failure(handler, first, 1)
-        log.warning(
-            "endpoint %r: %s failed on message %r (attempt 1 of %d), retrying at once: %s: %s",
-            self._endpoint,
-            handler.name,
-            message.headers.get(ID),
-            attempts,
-            type(first).__name__,
-            first,
-        )
-        for attempt in range(2, attempts + 1):
-            try:
-                handler(message)
-                return None
-            except Exception as exc:
-                if is_poison(exc) or attempt == attempts:
-                    return Failure(handler, exc, attempt)
-                log.warning(
-                    "endpoint %r: %s failed on message %r (attempt %d of %d), retrying at once: %s: %s",
-                    self._endpoint,
-                    handler.name,
-                    message.headers.get(ID),
-                    attempt,
-                    attempts,
-                    type(exc).__name__,
-                    exc,
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
+    def decide(
+        self,
+        handler: Handler,
+        error: Exception,
+        *,
+        attempt: int,
+        retries_before: int,
+        copy_failures: int = 0,
+    ) -> Decision:
+        """What to do after ``handler`` failed with ``error`` on attempt ``attempt`` of this delivery, the message
+        having had ``retries_before`` delayed retries (its valid ``ecotone_retry_number``).
 
-    def dispose(self, delivery: Delivery, message: Message, failures: Sequence[Failure]) -> int:
-        """Puts a delayed retry copy or a dead letter copy of the message out for each failure, then acknowledges
-        the delivery (a crash in between gives a duplicate, never a loss). Returns how many were dead-lettered."""
-        retry_number = _retry_number(message)
-        dead = 0
-        for failure in failures:
-            delays = self.policy(failure.handler).delayed_retries
-            target = {TARGET_HANDLER: failure.handler.name} if failure.handler is not None else {}
-            if not failure.poison and retry_number < len(delays):
-                delay = delays[retry_number]
-                log.warning(
-                    "endpoint %r: message %r failed in %s: %s: %s; retry %d of %d in %d ms",
-                    self._endpoint,
-                    message.headers.get(ID),
-                    _handler_name(failure),
-                    type(failure.error).__name__,
-                    failure.error,
-                    retry_number + 1,
-                    len(delays),
-                    delay,
-                )
-                delivery.delayed_copy(delay, {**target, RETRY_NUMBER: retry_number + 1})
-                continue
-            dead += 1
-            reason = "poison message" if failure.poison else "retries exhausted"
-            log.error(
-                "endpoint %r: message %r failed in %s (%s): %s: %s; moved to the dead letter",
-                self._endpoint,
-                message.headers.get(ID),
-                _handler_name(failure),
-                reason,
-                type(failure.error).__name__,
-                failure.error,
-                exc_info=log.isEnabledFor(logging.DEBUG) and failure.error,
-            )
-            attempts = failure.attempts + sum(
-                1 + self.policy(failure.handler).immediate_retries for _ in range(retry_number)
-            )
-            delivery.dead_letter_copy({**target, **failure_headers(failure, self._endpoint, reason, attempts)})
-        delivery.ack()
-        return dead
+        ``copy_failures`` counts how often publishing this message's copy failed before: after one, a dead letter
+        copy is reduced; after two, a delayed retry gives way to a reduced dead letter copy (the consumer never
+        loops on one message).
+        """
+        policy = self.policy(handler)
+        failure = self._failure(policy, handler, error, attempt, retries_before)
+        if not failure.poison and attempt <= policy.immediate_retries:
+            return RetryNow(failure)
+        return self._fate(policy, failure, retries_before, copy_failures)
+
+    def decide_unrouted(
+        self, error: Exception, *, retries_before: int, copy_failures: int = 0
+    ) -> RetryLater | MoveToDeadLetter:
+        """What to do when no handler could be chosen (a routing error, a malformed header, a body too large):
+        never retried at once; otherwise as :meth:`decide`, by the endpoint's policy."""
+        failure = self._failure(self._default, None, error, 1, retries_before)
+        return self._fate(self._default, failure, retries_before, copy_failures)
+
+    @staticmethod
+    def _failure(
+        policy: RetryPolicy, handler: Handler | None, error: Exception, attempt: int, retries_before: int
+    ) -> Failure:
+        per_delivery = 1 + policy.immediate_retries
+        overall = per_delivery * (1 + len(policy.delayed_retries))
+        return Failure(handler, error, retries_before * per_delivery + attempt, overall)
+
+    def _fate(
+        self, policy: RetryPolicy, failure: Failure, retries_before: int, copy_failures: int
+    ) -> RetryLater | MoveToDeadLetter:
+        delays = policy.delayed_retries
+        if failure.poison:
+            return self._dead_letter(failure, POISON, reduced=copy_failures >= 1)
+        if retries_before >= len(delays):
+            return self._dead_letter(failure, EXHAUSTED, reduced=copy_failures >= 1)
+        if copy_failures >= 2:
+            return self._dead_letter(failure, _COPY_FAILED, reduced=True)
+        headers: dict[str, Any] = {RETRY_NUMBER: retries_before + 1}
+        if failure.handler is not None:
+            headers[TARGET_HANDLER] = failure.handler.name
+        return RetryLater(failure, delays[retries_before], retries_before + 1, len(delays), headers)
+
+    def _dead_letter(self, failure: Failure, reason: str, *, reduced: bool) -> MoveToDeadLetter:
+        if reduced:
+            reason = f"{reason}; {_REDUCED}"
+        headers = failure_headers(failure, self._endpoint, reason)
+        if failure.handler is not None:
+            headers[TARGET_HANDLER] = failure.handler.name
+        return MoveToDeadLetter(failure, reason, headers, reduced)
 
 
-def _handler_name(failure: Failure) -> str:
-    return failure.handler.name if failure.handler is not None else "routing"
-
-
-def _retry_number(message: Message) -> int:
-    value = message.headers.get(RETRY_NUMBER, 0)
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-def failure_headers(failure: Failure, endpoint: str, reason: str, attempts: int) -> dict[str, Any]:
-    """The details a dead letter entry keeps about its failure."""
+def failure_headers(failure: Failure, endpoint: str, reason: str) -> dict[str, Any]:
+    """The details a dead letter entry keeps about its failure, each text cut to ``FAILURE_TEXT_LIMIT`` characters
+    (the trace to ``FAILURE_TRACE_LIMIT``, keeping its start and its end)."""
     error = failure.error
     trace = "".join(traceback.format_exception(error, limit=-8))
     return {
-        "failure.endpoint": endpoint,
-        "failure.handler": _handler_name(failure),
-        "failure.reason": reason,
-        "failure.exceptionClass": f"{type(error).__module__}.{type(error).__qualname__}",
-        "failure.message": str(error),
-        "failure.trace": trace[-4000:],
-        "failure.time": int(time.time()),
-        "failure.attempts": attempts,
+        FailureHeader.ENDPOINT: truncated(endpoint, FAILURE_TEXT_LIMIT),
+        FailureHeader.HANDLER: truncated(failure.handler_name, FAILURE_TEXT_LIMIT),
+        FailureHeader.REASON: truncated(reason, FAILURE_TEXT_LIMIT),
+        FailureHeader.EXCEPTION_CLASS: truncated(
+            f"{type(error).__module__}.{type(error).__qualname__}", FAILURE_TEXT_LIMIT
+        ),
+        FailureHeader.MESSAGE: truncated(str(error), FAILURE_TEXT_LIMIT),
+        FailureHeader.TRACE: truncated(trace, FAILURE_TRACE_LIMIT, keep_end=True),
+        FailureHeader.TIME: int(time.time()),
+        FailureHeader.ATTEMPTS: failure.attempt,
     }

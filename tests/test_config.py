@@ -710,8 +710,9 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
         f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
         "recoverability, scan, service_name, transport); scan[1]: expected a module name string, got int 7; "
         "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
-        "heartbeat, polling_interval, prefetch_count, publish_retries, ssl, ssl_ca_certs, ssl_certfile, "
-        "ssl_keyfile, ssl_verify, url, visibility_timeout); transport.prefetch_count: expected an integer, got 'abc'"
+        "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, ssl, "
+        "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
+        "transport.prefetch_count: expected an integer, got 'abc'"
     )
 
 

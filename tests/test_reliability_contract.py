@@ -9,7 +9,9 @@ distributed bus, or raw with ``transport.publish``). Delayed retries are short (
 
 from __future__ import annotations
 
+import math
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,9 +21,10 @@ from typing import Any
 import pytest
 
 from container_messaging import DistributedBus, MessagingContainer
+from container_messaging.bounds import FAILURE_TEXT_LIMIT, FAILURE_TRACE_LIMIT, MAX_RETRY_NUMBER
+from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_KEY
 from container_messaging.errors import DeadLetterError
-from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER
-from container_messaging.recoverability import FAILURE_HEADERS
+from container_messaging.messages import RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.transports import OutboundMessage
 
 from conftest import forget_endpoint, transport_section
@@ -69,6 +72,11 @@ class Billing:
     def fail(self, command: dict, headers: Headers) -> None:
         CALLS.append(("fail", command, dict(headers)))
         raise ValueError(f"always fails: {command.get('n')}")
+
+    @distributed
+    @command_handler("billing.raw")
+    def raw(self, payload, headers: Headers) -> None:  # unannotated: it would get whatever body arrives
+        CALLS.append(("raw", payload, dict(headers)))
 
     @retries(immediate=0, delayed=[])
     @distributed
@@ -134,7 +142,7 @@ class Invoices:
 #: Safety net for every run: a correct run stops long before, on its handled_message_limit.
 TIME_LIMIT_MS = 20_000
 DELAYS_USED = (100, 200)
-FAILURE_HEADER_NAMES = frozenset(FAILURE_HEADERS)
+FAILURE_HEADER_NAMES = frozenset(FailureHeader.ALL)
 
 
 class Billing:
@@ -222,13 +230,37 @@ def command_headers(routing_key: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def publish_raw(
-    container: MessagingContainer, headers: dict[str, Any], body: bytes, content_type: str = "application/json"
+    container: MessagingContainer,
+    headers: dict[str, Any],
+    body: bytes,
+    content_type: str = "application/json",
+    message_id: str | None = None,
 ) -> None:
+    message_id = message_id if message_id is not None else str(headers.get("id", uuid.uuid4()))
     container.transport.publish(
         container.topology.exchange,
-        OutboundMessage("billing", body, headers, content_type, str(headers.get("id", uuid.uuid4()))),
+        OutboundMessage("billing", body, headers, content_type, message_id),
         mandatory=True,
     )
+
+
+def run_bounded(container: MessagingContainer, messages: int, seconds: float = 60) -> Any:
+    """``run`` in a thread: a consumer stuck on a message (a CPU loop) fails the test instead of hanging it."""
+    outcome: dict[str, Any] = {}
+
+    def consume() -> None:
+        try:
+            outcome["result"] = run(container, messages)
+        except BaseException as exc:  # handed to the test thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=consume, name="bounded-consumer", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the consumer did not finish within {seconds} s: it is stuck"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def dead_letter_ids(container: MessagingContainer) -> list[str]:
@@ -254,15 +286,15 @@ def test_handler_succeeding_within_its_immediate_retries_is_handled_once(billing
 
 def test_always_failing_handler_runs_every_attempt_then_reaches_the_dead_letter(billing: Billing) -> None:
     """With immediate_retries=1 and delayed_retries=[100, 200] an always failing handler runs (1+1)*(1+2)=6 times,
-    the delayed copies carrying ecotone_retry_number 1 then 2, and the dead letter keeps the message with every
-    detail of its failure."""
+    the delayed copies carrying ecotone_retry_number 1 then 2, the run counts it retried twice and failed once, and
+    the dead letter keeps the message with every detail of its failure."""
     container = billing.container(**policy(1, [100, 200]))
     send(container, "billing.fail", '{"n": 7}', {"tenant": "acme"})
     started = time.time()
 
     result = run(container, 3)
 
-    assert (result.handled, result.failed) == (0, 3)
+    assert (result.handled, result.retried, result.failed) == (0, 2, 1)
     calls = billing.calls("fail")
     assert len(calls) == 6
     assert [headers.get(RETRY_NUMBER) for _, _, headers in calls] == [None, None, 1, 1, 2, 2]
@@ -297,7 +329,7 @@ def test_retries_marker_overrides_the_configured_policy(billing: Billing) -> Non
 
     result = run(container, 3)
 
-    assert result.failed == 3
+    assert (result.retried, result.failed) == (1, 2)
     assert len(billing.calls("fail_fast")) == 1
     assert len(billing.calls("fail")) == 6
     entries = {entry.handler: entry for entry in container.dead_letter().list()}
@@ -314,7 +346,8 @@ def test_replayed_message_is_handled_with_its_original_identity(billing: Billing
     headers, carries no failure.* or retry header, and leaves the dead letter empty."""
     container = billing.container(**policy(0, [100]))
     send(container, "billing.fixable", '{"n": 1}', {"tenant": "acme"})
-    assert run(container, 2).failed == 2
+    first = run(container, 2)
+    assert (first.retried, first.failed) == (1, 1)
     original = billing.calls("fixable")[0][2]
     assert dead_letter_ids(container) == [original["id"]]
 
@@ -494,7 +527,7 @@ def test_failing_event_handler_is_retried_alone(billing: Billing) -> None:
 
     result = run(container, 2)
 
-    assert (result.handled, result.failed) == (0, 2)
+    assert (result.handled, result.retried, result.failed) == (0, 1, 1)
     notify = billing.handler_name("Orders.notify_order")
     assert len(billing.calls("record_order")) == 1
     [first, retry] = [headers for _, _, headers in billing.calls("notify_order")]
@@ -527,7 +560,7 @@ def test_retry_copies_of_two_failed_event_handlers_each_run_their_handler(billin
 
     result = run(container, 3)
 
-    assert (result.failed, result.handled, result.duplicates) == (1, 2, 0)
+    assert (result.retried, result.failed, result.handled, result.duplicates) == (1, 0, 2, 0)
     counts = {name: len(billing.calls(name)) for name in ("book_invoice", "mail_invoice", "charge_invoice")}
     assert counts == {"book_invoice": 1, "mail_invoice": 2, "charge_invoice": 2}
     assert container.dead_letter().list() == []
@@ -654,3 +687,134 @@ def test_retry_copy_for_a_handler_the_service_no_longer_has_goes_to_the_dead_let
     assert entry.message_id == headers["id"]
     assert "gone.Handler.removed_in_the_last_deploy" in (entry.error_message or "")
     assert entry.reason == "poison message"
+
+
+# -- hostile input ---------------------------------------------------------------------------------------------------
+
+HOSTILE_RETRY_NUMBERS: dict[str, Any] = {
+    "Infinity": math.inf,  # not on RabbitMQ: the broker itself refuses an infinite double (INTERNAL_ERROR)
+    "Infinity text": "Infinity",
+    "2**62": 2**62,
+    "text": "abc",
+    "negative": -1,
+    "negative text": "-1",
+    "1e308": 1e308,
+    "nested": {"a": [1, {"b": 2}]},
+    "list": [1, 2],
+    "bool": True,
+    "above the maximum": MAX_RETRY_NUMBER + 1,
+}
+
+
+def test_hostile_retry_numbers_make_the_message_poison_and_the_consumer_goes_on(billing: Billing) -> None:
+    """A command whose ecotone_retry_number is not a whole number from 0 to MAX_RETRY_NUMBER (Infinity, 2**62, text,
+    -1, 1e308, nested structures, ...) goes to the dead letter as poison, naming the header, without running its
+    (failing) handler, raising out of the consumer or looping; the good message behind is handled."""
+    container = billing.container(**policy(1, [100]))
+    hostile = {k: v for k, v in HOSTILE_RETRY_NUMBERS.items() if not (billing.kind == "rabbitmq" and v == math.inf)}
+    sent = {}
+    for label, value in hostile.items():
+        sent[label] = command_headers("billing.fail", **{RETRY_NUMBER: value})
+        publish_raw(container, sent[label], b'{"n": 1}')
+    good = command_headers("billing.change")
+    publish_raw(container, good, b'{"personId": "1", "billingDetails": "x"}')
+
+    result = run_bounded(container, len(sent) + 1)
+
+    assert (result.handled, result.failed, result.retried) == (1, len(sent), 0)
+    assert billing.calls("fail") == []
+    assert [headers["id"] for _, _, headers in billing.calls("change")] == [good["id"]]
+    entries = {entry.message_id: entry for entry in container.dead_letter().list()}
+    found = {
+        label: (
+            entries[headers["id"]].reason,
+            entries[headers["id"]].attempts,
+            entries[headers["id"]].error_class,
+            RETRY_NUMBER in (entries[headers["id"]].error_message or ""),
+        )
+        for label, headers in sent.items()
+    }
+    expected = ("poison message", 1, "container_messaging.errors.DistributionError", True)
+    assert found == dict.fromkeys(hostile, expected)
+
+
+def test_a_wire_message_claiming_the_in_process_media_type_is_refused(billing: Billing) -> None:
+    """A message claiming application/x-python-object (in its contentType header, or only as the transport's
+    content type) never reaches a handler, not even an unannotated one: it goes to the dead letter as poison, the
+    error saying that media type is in-process only."""
+    container = billing.container(**policy(2, [100]))
+    by_header = command_headers("billing.raw", contentType="application/x-python-object")
+    by_property = command_headers("billing.raw")
+    publish_raw(container, by_header, b"\x80\x04K\x01.", "application/json")
+    publish_raw(container, by_property, b"\x80\x04K\x01.", "application/x-python-object")
+    good = command_headers("billing.raw")
+    publish_raw(container, good, b'{"n": 1}')
+
+    result = run_bounded(container, 3)
+
+    assert (result.handled, result.failed) == (1, 2)
+    assert [headers["id"] for _, _, headers in billing.calls("raw")] == [good["id"]]
+    entries = {entry.message_id: entry for entry in container.dead_letter().list()}
+    for refused in (by_header, by_property):
+        entry = entries[refused["id"]]
+        assert (entry.reason, entry.attempts) == ("poison message", 1)
+        assert entry.error_class == "container_messaging.errors.UnsupportedMediaTypeError"
+        assert "'application/x-python-object': that media type is in-process only" in (entry.error_message or "")
+    assert len(entries) == 2
+
+
+LONG_HEADERS = {
+    "routing key": {ROUTING_KEY: "billing." + "k" * 100_000},
+    "id": {"id": "i" * 100_000, PAYLOAD_TYPE: "query"},
+}
+
+
+@pytest.mark.parametrize("transport_kind", ["rabbitmq"])
+@pytest.mark.parametrize("long_header", list(LONG_HEADERS))
+def test_a_100_kb_routing_key_or_id_is_not_repeated_in_the_dead_letter_copy(billing: Billing, long_header: str) -> None:
+    """On RabbitMQ (frames of at most 131,072 bytes) a poison command with a 100 KB routing key (or id, quoted by
+    its error) reaches the dead letter at once, the original header kept and every failure header bounded, and the
+    good command behind it is handled in the same run without a reconnect."""
+    container = billing.container(**policy(0, []))
+    hostile = command_headers("billing.change", **LONG_HEADERS[long_header])
+    publish_raw(container, hostile, b"{}", message_id="hostile")
+    good = command_headers("billing.change")
+    publish_raw(container, good, b'{"personId": "1", "billingDetails": "x"}')
+
+    result = run_bounded(container, 2)
+
+    assert (result.handled, result.failed, result.reconnects) == (1, 1, 0)
+    assert [headers["id"] for _, _, headers in billing.calls("change")] == [good["id"]]
+    [entry] = container.dead_letter().list()
+    name, value = next(iter(LONG_HEADERS[long_header].items()))
+    assert entry.headers[name] == value
+    assert entry.reason == "poison message"
+    assert entry.error_message is not None and entry.trace is not None
+    assert len(entry.error_message) <= FAILURE_TEXT_LIMIT and len(entry.trace) <= FAILURE_TRACE_LIMIT
+    assert value[10:100] in entry.error_message  # named, then cut
+    assert value not in entry.error_message
+
+
+@pytest.mark.parametrize("transport_kind", ["rabbitmq"])
+def test_a_dead_letter_copy_the_broker_refuses_goes_out_reduced_and_the_queue_moves_on(billing: Billing) -> None:
+    """On RabbitMQ a failed command whose headers (a 130,000-character one) fit a frame but whose dead letter copy
+    with the failure headers does not: the broker refuses the copy and closes the connection, the consumer
+    reconnects, and on redelivery the copy goes out reduced (body and essential headers only), so the good command
+    behind it is handled in the same run."""
+    container = billing.container(**policy(0, []))
+    hostile = command_headers("billing.failFast", note="n" * 130_000)
+    publish_raw(container, hostile, b'{"n": 1}')
+    good = command_headers("billing.change")
+    publish_raw(container, good, b'{"personId": "1", "billingDetails": "x"}')
+
+    result = run_bounded(container, 2)
+
+    assert (result.handled, result.failed, result.reconnects) == (1, 1, 1)
+    assert len(billing.calls("fail_fast")) == 2  # once before the refused copy, once on redelivery
+    assert [headers["id"] for _, _, headers in billing.calls("change")] == [good["id"]]
+    [entry] = container.dead_letter().list()
+    assert (entry.message_id, entry.body, entry.routing_key) == (hostile["id"], b'{"n": 1}', "billing.failFast")
+    assert entry.reason is not None and entry.reason.startswith("retries exhausted; copy reduced to its essential")
+    assert (entry.error_message, entry.handler) == ("fails fast", billing.handler_name("Billing.fail_fast"))
+    assert "note" not in entry.headers
+    assert container.transport.queue_size(container.topology.queue("billing")) == 0

@@ -108,7 +108,7 @@ def test_container_reprs_show_no_password() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        f"transport:\n  url: [{URL}]\n",
+        f"transport:\n  url: [{URL}, [{URL}]]\n",
         f"transport: {URL}\n",
         f"deduplication:\n  store:\n    at: {REDIS_URL}\n",
         f"transport:\n  prefetch_count: {URL}\n",

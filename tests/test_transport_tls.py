@@ -5,6 +5,7 @@ Run alone with ``pytest -m tls``."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import uuid
@@ -15,10 +16,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from container_messaging.errors import TransportError
+from container_messaging.errors import BrokerRefusedError, TransportError
+from container_messaging.redaction import mask_url
 from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
 
-from support.rabbit_cluster import RabbitCluster, RabbitNode, require_rabbitmq_server
+from support.rabbit_cluster import RabbitCluster, RabbitNode, free_ports, require_rabbitmq_server
 from support.tls import CertificateFiles, make_certificate_authority, make_certificates
 
 pytestmark = pytest.mark.tls
@@ -37,6 +39,11 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory, certificates: Certificate
     with RabbitCluster(folder, size=1, tls=certificates, require_client_certificate=True) as started:
         sys.stderr.write(f"\n{started!r} with TLS: booted in {started.boot_seconds:.1f} s\n")
         yield started.nodes[0]
+
+
+def _message() -> OutboundMessage:
+    message_id = str(uuid.uuid4())
+    return OutboundMessage("billing.changed", b"{}", {"id": message_id}, "application/json", message_id)
 
 
 def options(url: str, certificates: CertificateFiles, **changes: Any) -> TransportOptions:
@@ -76,15 +83,31 @@ def test_amqps_with_the_ca_and_a_client_certificate_carries_a_message(
         transport.close()
 
 
-def test_a_server_certificate_from_another_ca_is_an_error_naming_the_ca_file(
-    tls_node: RabbitNode, certificates: CertificateFiles, tmp_path: Path
+def test_a_server_certificate_from_another_ca_is_refused_with_an_error_naming_the_ca_file(
+    tls_node: RabbitNode, certificates: CertificateFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A client trusting another CA refuses the server, and the error names the CA file and the option."""
+    """A client trusting another CA refuses the server: a BrokerRefusedError (a publish is not retried: another try
+    cannot help) naming the CA file and the option."""
     wrong = make_certificate_authority(tmp_path, "wrong-ca")
-    transport = create_transport(options(tls_node.tls_url, certificates, ssl_ca_certs=str(wrong.certificate)))
-    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED") as caught:
-        transport.queue_size("some_queue")
+    transport = create_transport(
+        options(tls_node.tls_url, certificates, ssl_ca_certs=str(wrong.certificate), publish_retries=3)
+    )
+    caplog.set_level(logging.INFO, logger="container_messaging.transport")
+    with pytest.raises(BrokerRefusedError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+        transport.publish("some.exchange", _message(), mandatory=True)
     assert f"the CA file {str(wrong.certificate)!r} (transport.ssl_ca_certs)" in str(caught.value)
+    assert not [record for record in caplog.records if "reconnecting" in record.getMessage()]
+
+
+def test_a_failover_list_checks_each_urls_own_host_name(tls_node: RabbitNode, certificates: CertificateFiles) -> None:
+    """With a dead ``amqps://[::1]`` before the node's ``amqps://127.0.0.1``, the connection fails over and verifies
+    the node's certificate against 127.0.0.1 (kombu alone would keep checking ::1, the first URL's host, which the
+    certificate does not name)."""
+    [dead_port] = free_ports(1)
+    url = f"amqps://guest:guest@[::1]:{dead_port}//;{tls_node.tls_url}"
+    transport: Any = create_transport(options(url, certificates))
+    assert transport.queue_size("some_queue_that_does_not_exist") == 0
+    assert transport.preferred_url == mask_url(tls_node.tls_url)
 
 
 def test_verification_off_accepts_a_certificate_of_another_ca(

@@ -162,6 +162,10 @@ class KombuTransport(BaseTransport):
         """Seconds between two heartbeat checks of a consuming connection (None: no heartbeat thread)."""
         return None
 
+    def queue_arguments(self, queue: str, *, dead_letter: bool = False) -> dict[str, Any] | None:
+        """The broker's arguments for an endpoint's ``queue`` (``dead_letter``: for its dead letter queue); none."""
+        return None
+
     # -- connections and errors ------------------------------------------------------------------------------------
 
     @staticmethod
@@ -331,9 +335,12 @@ class KombuTransport(BaseTransport):
                 durable=True,
                 auto_delete=False,
                 bindings=[binding(exchange, routing_key=key) for key in topology.bindings],
+                queue_arguments=self.queue_arguments(topology.queue),
             )
             queue(channel).declare()
-            Queue(dead_letter_queue(topology.queue), durable=True, auto_delete=False)(channel).declare()
+            dead_letter = dead_letter_queue(topology.queue)
+            arguments = self.queue_arguments(dead_letter, dead_letter=True)
+            Queue(dead_letter, durable=True, auto_delete=False, queue_arguments=arguments)(channel).declare()
 
     def queue_size(self, queue: str) -> int:
         with self.connection(f"reading the size of queue {queue!r}") as channel:

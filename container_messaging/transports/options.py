@@ -14,6 +14,9 @@ class TransportOptions:
     """How to reach one broker. The field names are those of the ``transport`` settings that concern a transport
     (``config.TransportSettings``), with the same defaults; each adapter reads the ones it needs.
 
+    ``url`` may be a failover list in kombu's syntax, ``url1;url2;url3`` (RabbitMQ only; :attr:`urls` splits it).
+    ``queue_type`` (``classic`` or ``quorum``) and ``delivery_limit`` concern RabbitMQ only.
+
     The repr never shows the URL's password.
     """
 
@@ -29,7 +32,9 @@ class TransportOptions:
     ssl_keyfile: str | None = None
     ssl_verify: bool = True
     visibility_timeout: float = 300.0
-    publish_retries: int = 3
+    publish_retries: int = 5
+    queue_type: str = "classic"
+    delivery_limit: int = 20
 
     @classmethod
     def of(cls, source: object) -> TransportOptions:
@@ -40,6 +45,11 @@ class TransportOptions:
     def scheme(self) -> str:
         """The URL's scheme, lower case (``pyamqp``, ``redis``, ``embedded``...)."""
         return self.url.partition("://")[0].lower()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The URLs of a ``;`` failover list, in order (one URL: a tuple of one)."""
+        return tuple(self.url.split(";"))
 
     @property
     def masked_url(self) -> str:

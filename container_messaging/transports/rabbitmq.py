@@ -4,10 +4,16 @@ The broker routes (durable topic exchange), reports unroutable mandatory message
 (``confirm_publish``). A delayed retry goes to a durable TTL queue ``<queue>.delay.<ms>`` that dead-letters back to
 the service's queue when the time is up; nothing is held unacknowledged meanwhile. A consuming connection runs a
 heartbeat thread so that a long handler does not get the connection closed by the broker.
+
+A cluster is reached through a failover list (``url1;url2;url3``): each connection tries the URLs in turn, from the
+one that answered last, with TLS options built afresh for each URL. A publish the broker refuses (``basic.nack``, as
+a quorum queue without a leader does during a failover) is retried like a lost connection: on a new connection,
+after a back-off. Queues are classic, or quorum queues (``queue_type``): see :func:`queue_arguments`.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Iterable, Sequence
@@ -15,28 +21,69 @@ from typing import Any, Final
 
 import attrs
 import kombu
+from amqp.exceptions import MessageNacked
 from kombu import Queue
 
-from container_messaging.errors import TransportError, UnroutableMessageError
+from container_messaging.errors import BrokerRefusedError, TransportError, UnroutableMessageError
+from container_messaging.redaction import mask_url
 from container_messaging.transports._kombu_base import (
     KombuDelivery,
     KombuReceiver,
     KombuTransport,
+    causes,
     not_found,
     publish_kwargs,
 )
 from container_messaging.transports.base import EndpointTopology, OutboundMessage, dead_letter_queue
 from container_messaging.transports.options import TransportOptions
 
-__all__ = ["RabbitMqTransport"]
+__all__ = ["RabbitMqTransport", "delay_queue", "queue_arguments"]
 
-#: ACCESS_REFUSED (bad credentials, no permission) and NOT_ALLOWED (unknown vhost, vhost access refused)
-_REFUSALS: Final = frozenset({"403", "530"})
+log = logging.getLogger("container_messaging.transport")
+
+#: ACCESS_REFUSED (bad credentials, no permission), NOT_ALLOWED (unknown vhost, vhost access refused) and
+#: PRECONDITION_FAILED (a queue or exchange that exists with other arguments, a message over the broker's size limit)
+_REFUSALS: Final = frozenset({"403", "530", "406"})
+#: The delivery limit of a quorum dead letter queue: none in practice. Listing the dead letter returns every entry
+#: to the queue, which counts as a delivery; RabbitMQ 4 would drop an entry listed 20 times (its default limit), and
+#: RabbitMQ 3 reads -1 (RabbitMQ 4's "no limit") as a limit of 0.
+_DEAD_LETTER_DELIVERY_LIMIT: Final = 2**31 - 1
+#: Dead-letter at least once: RabbitMQ keeps a message until the target queue confirms it (needs reject-publish).
+_AT_LEAST_ONCE: Final = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
 def delay_queue(queue: str, delay_ms: int) -> str:
     """The TTL queue that holds copies for ``queue`` during ``delay_ms``."""
     return f"{queue}.delay.{delay_ms}"
+
+
+def queue_arguments(
+    options: TransportOptions, queue: str, *, dead_letter: bool = False, delay_ms: int | None = None
+) -> dict[str, Any]:
+    """The ``x-`` arguments of an endpoint's ``queue``, of its dead letter queue (``dead_letter``, ``queue`` being
+    the dead letter queue's name) or of its delay queue for ``delay_ms`` (``queue`` being the endpoint's queue).
+
+    Classic queues (the default, what an Ecotone service declares) take none, but a delay queue's TTL and where it
+    dead-letters to. Quorum queues are replicated on the cluster's nodes. An endpoint's quorum queue dead-letters a
+    message returned more than ``delivery_limit`` times (requeued, or unacknowledged when a consumer's connection
+    was lost) to its dead letter queue, at least once: never dropped. A quorum delay queue dead-letters back at least
+    once too; a quorum dead letter queue has no practical delivery limit (see ``_DEAD_LETTER_DELIVERY_LIMIT``).
+    """
+    quorum = options.queue_type == "quorum"
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    if delay_ms is not None:
+        arguments |= {"x-message-ttl": delay_ms, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+        return (arguments | _AT_LEAST_ONCE) if quorum else arguments
+    if not quorum:
+        return arguments
+    if dead_letter:
+        return arguments | {"x-delivery-limit": _DEAD_LETTER_DELIVERY_LIMIT}
+    return arguments | {
+        "x-delivery-limit": options.delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_letter_queue(queue),
+        **_AT_LEAST_ONCE,
+    }
 
 
 def _pyamqp(url: str) -> str:
@@ -47,6 +94,25 @@ def _pyamqp(url: str) -> str:
     )
 
 
+def _failed_everywhere(action: str, failures: Sequence[tuple[str, str, TransportError]]) -> TransportError:
+    """One error for a connection that no URL of a failover list took, from each (masked URL, what happened, the
+    mapped error): a BrokerRefusedError when a node refused for good (trying again cannot help)."""
+    refused = any(isinstance(mapped, BrokerRefusedError) for _, _, mapped in failures)
+    listed = "; ".join(f"{url}: {what}" for url, what, _ in failures)
+    kind = BrokerRefusedError if refused else TransportError
+    return kind(f"{action} failed on each of the {len(failures)} URLs of the failover list: {listed}")
+
+
+def _raise_for_nacks(batch: _Batch, description: str) -> None:
+    """A retryable TransportError when the broker refused (nacked) messages of the batch in this attempt: RabbitMQ
+    may go on nacking on the channel that was refused, so the retry publishes them again on a new connection."""
+    if batch.nacked:
+        raise TransportError(
+            f"the broker refused {len(batch.nacked)} of {len(batch.messages)} messages (basic.nack) on {description}: "
+            f"{batch.ids(batch.nacked)}"
+        )
+
+
 @attrs.define
 class _Batch:
     """What the broker said so far about the messages of one ``publish_many``, across attempts (by index)."""
@@ -54,13 +120,15 @@ class _Batch:
     messages: Sequence[tuple[OutboundMessage, bool]]
     sent: set[int] = attrs.Factory(set)
     confirmed: set[int] = attrs.Factory(set)
+    #: refused by the broker (nack) in the latest attempt; published again by the next one
     nacked: set[int] = attrs.Factory(set)
     returned: list[tuple[str, str]] = attrs.Factory(list)  # (routing key, message id)
     #: delivery tag -> index, for the publishes of the current attempt the broker has not confirmed yet
     unconfirmed: dict[int, int] = attrs.Factory(dict)
 
     def pending(self) -> list[int]:
-        return [i for i in range(len(self.messages)) if i not in self.confirmed and i not in self.nacked]
+        """The messages the broker has not confirmed (the nacked ones included)."""
+        return [i for i in range(len(self.messages)) if i not in self.confirmed]
 
     def on_ack(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple, self.confirmed)
@@ -80,11 +148,12 @@ class _Batch:
         """Which messages the broker confirmed, which may or may not have reached it, which were never sent."""
         returned_ids = [message_id for _, message_id in self.returned]
         confirmed = [message_id for message_id in self.ids(self.confirmed) if message_id not in returned_ids]
-        unknown = [i for i in self.pending() if i in self.sent]
+        unknown = [i for i in self.pending() if i in self.sent and i not in self.nacked]
         unsent = [i for i in self.pending() if i not in self.sent]
         return (
-            f"Of the batch of {len(self.messages)}: confirmed {confirmed}; not confirmed (may or may not have "
-            f"reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}"
+            f"Of the batch of {len(self.messages)}: confirmed {confirmed}; "
+            + (f"refused by the broker (nack) {self.ids(self.nacked)}; " if self.nacked else "")
+            + f"not confirmed (may or may not have reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}"
             + (f"; returned (no queue bound) {returned_ids}" if returned_ids else "")
         )
 
@@ -97,24 +166,68 @@ class RabbitMqTransport(KombuTransport):
         self._returned: list[tuple[str, str]] = []  # (routing key, message id) of messages the broker returned
         self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
         self._delays: dict[str, set[int]] = {}  # queue -> delays this transport sent copies with
+        #: the URL of the failover list that answered last: the first one the next connection tries
+        self._preferred = options.urls[0]
         #: seconds to wait for a publisher confirm before the outcome counts as unknown
         self.confirm_timeout = max(options.connect_timeout, 30.0)
 
     # -- connection ------------------------------------------------------------------------------------------------
 
+    @property
+    def preferred_url(self) -> str:
+        """The URL (password masked) of the failover list that answered last, which the next connection tries
+        first; the first URL until a connection failed over."""
+        return mask_url(self._preferred)
+
     def new_connection(self) -> kombu.Connection:
+        """A connection to :attr:`preferred_url` alone (kombu's own failover is not used: it keeps the first URL's
+        host name in the TLS options); :meth:`connect` moves it along the failover list."""
         o = self.options
         return kombu.Connection(
-            _pyamqp(o.url),
+            _pyamqp(self._preferred),
             heartbeat=o.heartbeat,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
             transport_options={"confirm_publish": True} if o.confirm_publish else {},
         )
 
+    def connect(self, connection: kombu.Connection, action: str) -> tuple[type[BaseException], ...]:
+        """Connects ``connection``, trying every URL of the failover list once, from :attr:`preferred_url` on (no
+        pause between them: a dead node refuses at once, or within ``connect_timeout``); the URL that answers is
+        preferred from then on. When none answers, one error names each URL and its failure (a
+        :class:`~container_messaging.errors.BrokerRefusedError` when a node refused for good)."""
+        urls = self.options.urls
+        if len(urls) == 1:
+            return super().connect(connection, action)
+        first = urls.index(self._preferred)
+        errors = self.errors_of(connection)
+        failures: list[tuple[str, Exception, TransportError]] = []  # (URL, the client's error, mapped)
+        for url in urls[first:] + urls[:first]:
+            if failures:
+                log.info("%s: %s failed, trying %s", action, mask_url(failures[-1][0]), mask_url(url))
+                connection.switch(_pyamqp(url))
+                connection.ssl = self._tls()  # afresh: kombu wrote the previous URL's host name into the old dict
+            try:
+                connection.ensure_connection(max_retries=0, timeout=self.options.connect_timeout)
+            except Exception as error:
+                mapped = self.broker_error(action, error, errors)
+                if mapped is None:  # not the broker's: a bug
+                    connection.release()
+                    raise
+                failures.append((url, error, mapped))
+                continue
+            if url != self._preferred:
+                log.info("%s: connected to %s (failover)", action, mask_url(url))
+                self._preferred = url
+            return errors
+        connection.release()
+        listed = [(mask_url(url), self.explain(error), mapped) for url, error, mapped in failures]
+        raise _failed_everywhere(action, listed) from failures[-1][1]
+
     def _tls(self) -> dict[str, Any] | None:
-        """py-amqp's TLS options. Verifying means the certificate chain and the host name: ``server_hostname`` None
-        makes kombu fill in the URL's host (py-amqp checks no host name without that key, even with ``ssl=True``)."""
+        """py-amqp's TLS options, a new dict each time. Verifying means the certificate chain and the host name:
+        ``server_hostname`` None makes kombu fill in the URL's host (py-amqp checks no host name without that key,
+        even with ``ssl=True``)."""
         o = self.options
         if not (o.ssl or o.scheme == "amqps"):
             return None
@@ -130,7 +243,28 @@ class RabbitMqTransport(KombuTransport):
         return options
 
     def refused(self, error: BaseException) -> bool:
-        return str(getattr(error, "reply_code", "")) in _REFUSALS
+        """A refusal by the broker (credentials, vhost, a queue declared with other arguments...), or a broker
+        certificate that does not verify: trying again cannot help."""
+        return str(getattr(error, "reply_code", "")) in _REFUSALS or isinstance(error, ssl.SSLCertVerificationError)
+
+    def explain(self, error: BaseException) -> str:
+        """What went wrong; a nack and a queue declared with other arguments say what they mean and what to do."""
+        if any(isinstance(cause, MessageNacked) for cause in causes(error)):
+            return (
+                "the broker refused the message (basic.nack) and did not take it: a quorum queue without a leader "
+                "(a node failed), or a queue at its length limit that rejects publishes"
+            )
+        text = super().explain(error)
+        if any(str(getattr(c, "reply_code", "")) == "406" and "inequivalent arg" in str(c) for c in causes(error)):
+            o = self.options
+            text += (
+                " (RabbitMQ cannot change the type or the arguments of a queue that exists: transport.queue_type "
+                f"{o.queue_type!r} and delivery_limit {o.delivery_limit} ask for other arguments than the queue has; "
+                "an Ecotone service declares classic queues. Set them back to what the queue was declared with, or "
+                "drain and delete the queue, its dead letter queue and its delay queues so that they are declared "
+                "again)"
+            )
+        return text
 
     def heartbeat_interval(self) -> float | None:
         return max(1.0, self.options.heartbeat / 4) if self.options.heartbeat else None
@@ -163,8 +297,8 @@ class RabbitMqTransport(KombuTransport):
 
     def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
         """With publisher confirms: every message is published, then one wait collects all their confirms. A retry
-        after a lost connection publishes only what was not confirmed; a failure says which messages the broker
-        confirmed, which may or may not have reached it and which were never sent."""
+        after a lost connection or a nack publishes only what was not confirmed; a failure says which messages the
+        broker confirmed, which it refused, which may or may not have reached it and which were never sent."""
         if not self.options.confirm_publish:
             super().publish_many(exchange, messages)
             return
@@ -176,11 +310,6 @@ class RabbitMqTransport(KombuTransport):
             )
         except TransportError as exc:
             raise type(exc)(f"{exc}. {batch.report()}") from exc
-        if batch.nacked:
-            raise TransportError(
-                f"the broker refused {len(batch.nacked)} of {len(messages)} messages (nack) on {self.description}: "
-                f"{batch.ids(batch.nacked)}; the others were confirmed"
-            )
         if batch.returned:
             keys = ", ".join(sorted({repr(key) for key, _ in batch.returned}))
             raise UnroutableMessageError(
@@ -198,6 +327,7 @@ class RabbitMqTransport(KombuTransport):
             channel._confirm_selected = True
             channel.confirm_select()
         batch.unconfirmed.clear()  # delivery tags count again from 1 on a new channel
+        batch.nacked.clear()  # published again now
         channel.events["basic_ack"].add(batch.on_ack)
         channel.events["basic_nack"].add(batch.on_nack)
         self._returned.clear()
@@ -219,12 +349,14 @@ class RabbitMqTransport(KombuTransport):
                     amqp_message, exchange=exchange, routing_key=message.routing_key, mandatory=mandatory
                 )
             self._wait_for_confirms(producer, batch)
+            _raise_for_nacks(batch, self.description)
         finally:
             channel.events["basic_ack"].discard(batch.on_ack)
             channel.events["basic_nack"].discard(batch.on_nack)
             batch.returned += self._returned  # the broker confirms a message after returning it
 
     def _wait_for_confirms(self, producer: kombu.Producer, batch: _Batch) -> None:
+        """Reads the broker's answers until every publish of this attempt is confirmed or nacked."""
         deadline = time.monotonic() + self.confirm_timeout
         while batch.unconfirmed:
             remaining = deadline - time.monotonic()
@@ -235,26 +367,24 @@ class RabbitMqTransport(KombuTransport):
                 )
             producer.connection.drain_events(timeout=remaining)
 
+    # -- queues --------------------------------------------------------------------------------------------------
+
+    def queue_arguments(self, queue: str, *, dead_letter: bool = False) -> dict[str, Any] | None:
+        return queue_arguments(self.options, queue, dead_letter=dead_letter) or None
+
     # -- consuming: copies and delays ------------------------------------------------------------------------------
 
     def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
         queue = dead_letter_queue(delivery.queue)
         # declared again each time: a dead letter queue deleted while the consumer runs would otherwise swallow copies
-        Queue(queue, durable=True, auto_delete=False)(receiver.channel).declare()
+        arguments = self.queue_arguments(queue, dead_letter=True)
+        Queue(queue, durable=True, auto_delete=False, queue_arguments=arguments)(receiver.channel).declare()
         self._send_copy(receiver, queue, delivery, headers)
 
     def delay(self, receiver: KombuReceiver, delivery: KombuDelivery, delay_ms: int, headers: dict[str, Any]) -> None:
         name = delay_queue(delivery.queue, delay_ms)
-        Queue(
-            name,
-            durable=True,
-            auto_delete=False,
-            queue_arguments={
-                "x-message-ttl": delay_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": delivery.queue,
-            },
-        )(receiver.channel).declare()
+        arguments = queue_arguments(self.options, delivery.queue, delay_ms=delay_ms)
+        Queue(name, durable=True, auto_delete=False, queue_arguments=arguments)(receiver.channel).declare()
         self._send_copy(receiver, name, delivery, headers)
         self._delays.setdefault(delivery.queue, set()).add(delay_ms)
 

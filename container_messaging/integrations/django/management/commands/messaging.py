@@ -150,7 +150,7 @@ class Command(BaseCommand):
                 options["stop_on_failure"],
                 options["finish_when_no_messages"],
             )
-        except ValueError as exc:
+        except ConfigurationError as exc:  # a run option that is not a positive number, named
             raise CommandError(str(exc), returncode=EXIT_USAGE) from exc
         result = container.endpoint(options["name"]).run(run_options)
         self._out(f"{result.endpoint}: handled {result.handled}, failed {result.failed} ({result.stop_reason})")
