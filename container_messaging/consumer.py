@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import FrameType
 from typing import Any, Final
 
@@ -47,7 +47,8 @@ from container_messaging.distributed.topology import ROUTING_KEY
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, MessageTooLargeError, TransportError
 from container_messaging.invocation import Handler
 from container_messaging.markers import RetryPolicy
-from container_messaging.messages import ID, MediaType, Message
+from container_messaging.messages import CORRELATION_ID, ID, MediaType, Message
+from container_messaging.middleware import EndpointInfo, Middleware, Outcome, messaging_system
 from container_messaging.recoverability import (
     Failure,
     MoveToDeadLetter,
@@ -198,6 +199,13 @@ class _Counts:
         return self.handled + self.failed + self.retried + self.duplicates
 
 
+def _field(value: object) -> str | None:
+    """A header as a structured log field: its text when it is short text, else a bounded description."""
+    if value is None or (isinstance(value, str) and len(value) <= MAX_ROUTING_KEY):
+        return value
+    return shown(value)
+
+
 def _routing_key(message: Message) -> str:
     key = message.headers.get(ROUTING_KEY)
     return key if isinstance(key, str) and len(key) <= MAX_ROUTING_KEY else shown(key)
@@ -218,6 +226,7 @@ class EndpointConsumer:
         retry_policy: RetryPolicy | None = None,
         deduplication: DeduplicationStore | None = None,
         max_message_size: int = 1_048_576,
+        middleware: Middleware | None = None,
     ) -> None:
         self.name = name
         self.topology = topology
@@ -233,6 +242,11 @@ class EndpointConsumer:
         self._dedup_warned_until = 0.0
         # (message id, body size) -> how often publishing that message's copy failed (bounded)
         self._copy_failures: dict[tuple[str, int], int] = {}
+        # the hooks of container_messaging.middleware; None (the default) skips every hook
+        self._middleware = middleware
+        self._info = EndpointInfo(
+            name, topology.queue, dead_letter_queue(topology.queue), topology.exchange, messaging_system(transport)
+        )
 
     def stop(self, reason: str = "stopped") -> None:
         """Asks the loop to stop after the message in hand (safe to call from a signal handler or thread)."""
@@ -261,7 +275,12 @@ class EndpointConsumer:
         counts = _Counts()
         deadline = time.monotonic() + options.execution_time_limit / 1000 if options.execution_time_limit else None
         log.info("endpoint %r consuming queue %r on %s", self.name, self.topology.queue, self._transport.description)
-        with self._signals():
+        consuming = (
+            self._middleware.consuming(self._info, self._transport.queue_size)
+            if self._middleware is not None
+            else nullcontext()
+        )
+        with self._signals(), consuming:
             receiver = self._connect(options.wait_for_broker)
             failures_in_a_row = 0
             try:
@@ -386,6 +405,15 @@ class EndpointConsumer:
     def _handle(self, delivery: Delivery, options: RunOptions, counts: _Counts) -> None:
         started = time.perf_counter()
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
+        if self._middleware is None:
+            self._process(delivery, message, options, counts, started)
+            return
+        with self._middleware.receiving(self._info, message):
+            self._process(delivery, message, options, counts, started)
+
+    def _process(
+        self, delivery: Delivery, message: Message, options: RunOptions, counts: _Counts, started: float
+    ) -> None:
         message_id = message.headers.get(ID)
         copy_failures = self._copy_failures.get(self._copy_key(message, delivery), 0) if self._copy_failures else 0
         retries_before = 0
@@ -411,6 +439,7 @@ class EndpointConsumer:
         if handlers and not pending:
             delivery.ack()
             counts.duplicates += 1
+            self._settled(message, Outcome.DUPLICATE)
             self._outcome(message, handlers, "already handled: skipped", started)
             return
         decisions: list[RetryLater | MoveToDeadLetter] = []
@@ -426,6 +455,8 @@ class EndpointConsumer:
         delivery.ack()
         counts.handled += 1
         log.debug("endpoint %r: handled %r", self.name, message)
+        if not handlers:
+            self._settled(message, Outcome.DROPPED)
         self._outcome(message, handlers, "handled" if handlers else "no subscriber here: dropped", started)
 
     def _attempt(
@@ -433,17 +464,30 @@ class EndpointConsumer:
     ) -> RetryLater | MoveToDeadLetter | None:
         """Runs ``handler``, again at once while recoverability says so; None when it succeeded."""
         attempt = 1
+        middleware = self._middleware
         while True:
             try:
-                handler(message)
-                return None
+                if middleware is None:
+                    handler(message)
+                else:
+                    with middleware.handling(self._info, handler, message):
+                        handler(message)
             except Exception as exc:
                 decision = self._recoverability.decide(
                     handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
                 )
+            else:
+                if middleware is not None:
+                    middleware.settled(self._info, message, Outcome.HANDLED, handler=handler)
+                return None
             if not isinstance(decision, RetryNow):
                 return decision
-            log.warning("%s; retrying at once", self._failed(message, decision.failure))
+            self._settled(message, Outcome.RETRIED_NOW, decision.failure)
+            log.warning(
+                "%s; retrying at once",
+                self._failed(message, decision.failure),
+                extra=self._fields(message, decision.failure.handler_name, "retried now", decision.failure),
+            )
             attempt += 1
 
     def _settle_failed(
@@ -459,8 +503,14 @@ class EndpointConsumer:
         the message back on its queue and stops instead."""
         failures = [decision.failure for decision in decisions]
         if options.stop_on_failure:
-            log.error("%s; stop_on_failure keeps it on its queue", self._failed(message, failures[0]))
+            log.error(
+                "%s; stop_on_failure keeps it on its queue",
+                self._failed(message, failures[0]),
+                extra=self._fields(message, failures[0].handler_name, "requeued", failures[0]),
+            )
             delivery.requeue()
+            for failure in failures:
+                self._settled(message, Outcome.REQUEUED, failure)
             counts.failed += 1
             self._stop_reason = "a message failed (stop_on_failure)"
             self._outcome(message, failures, "failed: kept on its queue (stop_on_failure)", started)
@@ -474,6 +524,7 @@ class EndpointConsumer:
                         decision.delay_ms,
                         decision.retry,
                         decision.retries,
+                        extra=self._fields(message, decision.failure.handler_name, "retried later", decision.failure),
                     )
                     delivery.delayed_copy(decision.delay_ms, decision.headers)
                     continue
@@ -482,6 +533,7 @@ class EndpointConsumer:
                     self._failed(message, decision.failure),
                     decision.reason,
                     exc_info=log.isEnabledFor(logging.DEBUG) and decision.failure.error,
+                    extra=self._fields(message, decision.failure.handler_name, "dead-lettered", decision.failure),
                 )
                 if decision.reduced:
                     self._reduced_dead_letter_copy(delivery, decision)
@@ -493,6 +545,9 @@ class EndpointConsumer:
         delivery.ack()
         if self._copy_failures:
             self._copy_failures.pop(self._copy_key(message, delivery), None)
+        for decision in decisions:
+            later = isinstance(decision, RetryLater)
+            self._settled(message, Outcome.RETRIED_LATER if later else Outcome.DEAD_LETTERED, decision.failure)
         if any(isinstance(decision, MoveToDeadLetter) for decision in decisions):
             counts.failed += 1
             self._outcome(message, failures, "failed: dead-lettered", started)
@@ -538,14 +593,44 @@ class EndpointConsumer:
         """The one INFO line per message: routing key, handler(s), outcome, duration."""
         if log.isEnabledFor(logging.INFO):
             names = ", ".join(item.handler_name if isinstance(item, Failure) else item.name for item in ran)
+            duration_ms = (time.perf_counter() - started) * 1000
+            fields = self._fields(message, names or "-", outcome)
+            fields["duration_ms"] = round(duration_ms, 3)
             log.info(
                 "endpoint %r: %s (message %s) -> %s: %s in %.1f ms",
                 self.name,
-                _routing_key(message),
+                fields["routing_key"],
                 shown(message.headers.get(ID)),
                 names or "-",
                 outcome,
-                (time.perf_counter() - started) * 1000,
+                duration_ms,
+                extra=fields,
+            )
+
+    def _fields(self, message: Message, handler: str, outcome: str, failure: Failure | None = None) -> dict[str, Any]:
+        """What a log line about ``message`` carries for structured logs (``extra=``; see observability/logs.py)."""
+        fields: dict[str, Any] = {
+            "endpoint": self.name,
+            "message_id": _field(message.headers.get(ID)),
+            "correlation_id": _field(message.headers.get(CORRELATION_ID)),
+            "routing_key": _routing_key(message),
+            "handler": handler,
+            "outcome": outcome,
+        }
+        if failure is not None:
+            fields["attempt"] = failure.attempt
+            fields["error_type"] = type(failure.error).__name__
+        return fields
+
+    def _settled(self, message: Message, outcome: Outcome, failure: Failure | None = None) -> None:
+        """Tells the middleware (if any) what was decided; a failure names its handler, attempt and error."""
+        if self._middleware is None:
+            return
+        if failure is None:
+            self._middleware.settled(self._info, message, outcome)
+        else:
+            self._middleware.settled(
+                self._info, message, outcome, handler=failure.handler, attempt=failure.attempt, error=failure.error
             )
 
     # A deduplication store that fails (Redis down) must not stop handling nor make the broker redeliver what was

@@ -269,6 +269,7 @@ class MessagingContainer:
             retry_policy=RetryPolicy(s.recoverability.immediate_retries, s.recoverability.delayed_retries),
             deduplication=self.get(DeduplicationStore),  # type: ignore[type-abstract]
             max_message_size=s.consumer.max_message_size,
+            middleware=self.middleware,
         )
 
     def dead_letter(self, name: str | None = None) -> DeadLetter:

@@ -6,9 +6,11 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Callable
 
 import pytest
 
+from container_messaging import DistributedBus, MessagingContainer
 from container_messaging.observability.logs import HUMAN_FORMAT, JsonFormatter, configure_logging, formatter
 
 
@@ -80,3 +82,62 @@ def test_configure_logging_json_writes_parsable_lines_and_formatter_refuses_unkn
     with pytest.raises(ValueError, match=r"'xml'.*human, json"):
         formatter("xml")
     assert formatter("human")._fmt == HUMAN_FORMAT
+
+
+HANDLERS = """
+from container_messaging import command_handler, distributed
+
+class Work:
+    @distributed
+    @command_handler("work.ok")
+    def ok(self, command: dict) -> None:
+        pass
+
+    @distributed
+    @command_handler("work.broken")
+    def broken(self, command: dict) -> None:
+        raise ValueError("always")
+"""
+
+
+def test_the_consumers_lines_in_json_carry_the_message_fields(make_module: Callable[[str, str], str]) -> None:
+    """Running an endpoint with JSON logs gives one parsable line per log call; the line of a handled message and
+    the line of a failed one carry endpoint, message id, correlationId, routing key, handler, outcome (and the
+    duration, the attempt and the error type where they apply)."""
+    module = make_module("logged_work", HANDLERS)
+    container = MessagingContainer.from_dict(
+        {
+            "service_name": "work",
+            "scan": [module],
+            "transport": {"url": "memory://"},
+            "recoverability": {"immediate_retries": 0, "delayed_retries": []},
+        }
+    )
+    container.setup()
+    bus = container.get(DistributedBus)
+    bus.convert_and_send_command("work", "work.ok", {}, {"correlationId": "0190a000-0000-7000-8000-00000000000c"})
+    bus.convert_and_send_command("work", "work.broken", {})
+    stream = io.StringIO()
+    handler = configure_logging("json", stream=stream)
+    try:
+        container.run("work", handled_message_limit=2, execution_time_limit=10_000)
+    finally:
+        logging.getLogger("container_messaging").removeHandler(handler)
+        logging.getLogger("container_messaging").setLevel(logging.NOTSET)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    by_outcome = {entry.get("outcome"): entry for entry in entries if "outcome" in entry}
+    handled = by_outcome["handled"]
+    assert handled["endpoint"] == "work"
+    assert handled["routing_key"] == "work.ok"
+    assert handled["correlation_id"] == "0190a000-0000-7000-8000-00000000000c"
+    assert handled["handler"].endswith("Work.ok")
+    assert handled["message_id"]
+    assert handled["duration_ms"] >= 0
+    dead = by_outcome["dead-lettered"]
+    assert (dead["routing_key"], dead["attempt"], dead["error_type"], dead["level"]) == (
+        "work.broken",
+        1,
+        "ValueError",
+        "ERROR",
+    )
+    assert dead["handler"].endswith("Work.broken")

@@ -210,7 +210,7 @@ def test_the_context_travels_in_ecotones_carrier_header_and_as_plain_w3c_headers
     memory_system.billing.run("billing", **RUN)
     headers = _handler(memory_system, "Billing").headers[0]
     send = _one(memory_system.spans(), "publish billing.changeDetails")
-    traceparent = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-01"
+    traceparent = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{int(send.context.trace_flags):02x}"
     assert json.loads(headers[CARRIER_HEADER]) == {"traceparent": traceparent}
     assert headers["traceparent"] == traceparent
 
