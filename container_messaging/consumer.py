@@ -18,6 +18,11 @@ This is the only place that settles a delivery (ack, requeue, its copies). A cop
 broker refused it, the connection dropped) is remembered: when the message comes back, its dead letter copy is
 reduced to the essential headers, so one message never blocks the queue.
 
+Middleware (:mod:`container_messaging.middleware`: tracing, metrics), when the container has any, is entered around
+the run (``consuming``), each message (``receiving``) and each handler run (``handling``), and told each decision
+(``settled``); without it none of this is called. The per-message log lines carry their fields as ``extra=``
+(endpoint, message id, correlationId, routing key, handler, outcome, duration) for structured logs.
+
 A lost connection is not the end: the consumer reconnects with back-off and resumes (deliveries of the dead
 channel are never acknowledged; the broker redelivers them); a broker that refuses us (credentials, vhost) is never
 waited for. SIGINT/SIGTERM stop the loop after the message in hand; a second signal stops at once (the message in
@@ -274,7 +279,13 @@ class EndpointConsumer:
         self._wake.clear()
         counts = _Counts()
         deadline = time.monotonic() + options.execution_time_limit / 1000 if options.execution_time_limit else None
-        log.info("endpoint %r consuming queue %r on %s", self.name, self.topology.queue, self._transport.description)
+        log.info(
+            "endpoint %r consuming queue %r on %s",
+            self.name,
+            self.topology.queue,
+            self._transport.description,
+            extra={"endpoint": self.name},
+        )
         consuming = (
             self._middleware.consuming(self._info, self._transport.queue_size)
             if self._middleware is not None
@@ -313,7 +324,7 @@ class EndpointConsumer:
             counts.reconnects,
             counts.retried,
         )
-        log.info("endpoint %r stopped: %s", self.name, result.summary())
+        log.info("endpoint %r stopped: %s", self.name, result.summary(), extra={"endpoint": self.name})
         return result
 
     # -- connecting ------------------------------------------------------------------------------------------------
