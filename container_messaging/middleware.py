@@ -32,7 +32,7 @@ import attrs
 
 from container_messaging.invocation import Handler
 from container_messaging.messages import Message
-from container_messaging.transports.base import BaseTransport, Delivery, EndpointTopology, OutboundMessage, Receiver
+from container_messaging.transports.base import BaseTransport, EndpointTopology, OutboundMessage, Receiver
 
 __all__ = [
     "EndpointInfo",
@@ -244,7 +244,7 @@ class InstrumentedTransport(BaseTransport):
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
         self.inner.send_to_queue(queue, message)
 
-    def browse(self, queue: str) -> AbstractContextManager[list[Delivery]]:
+    def browse(self, queue: str) -> AbstractContextManager[Any]:
         return self.inner.browse(queue)
 
     def queue_size(self, queue: str) -> int:
