@@ -56,11 +56,14 @@ from container_messaging.markers import (
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
+from container_messaging.middleware import EndpointInfo, Middleware, Outcome
+from container_messaging.observability.health import Check, HealthReport
 from container_messaging.redaction import SecretUrl
 
 __all__ = [
     "AmbiguousDependencyError",
     "BrokerRefusedError",
+    "Check",
     "CommandBus",
     "ConfigurationError",
     "ConsumerSettings",
@@ -79,10 +82,12 @@ __all__ = [
     "EndpointConsumer",
     "EndpointDescription",
     "EndpointError",
+    "EndpointInfo",
     "EventBus",
     "HandlerDefinitionError",
     "Header",
     "Headers",
+    "HealthReport",
     "InvalidMessageError",
     "MediaType",
     "Message",
@@ -91,9 +96,11 @@ __all__ = [
     "MessageTooLargeError",
     "MessagingContainer",
     "MessagingError",
+    "Middleware",
     "MissingDependencyError",
     "MissingHeaderError",
     "NoHandlerError",
+    "Outcome",
     "QueryBus",
     "RecoverabilitySettings",
     "RetryPolicy",

@@ -22,7 +22,7 @@ import attrs
 from container_messaging.errors import BrokerRefusedError, MessagingError
 from container_messaging.transports.base import BaseTransport, dead_letter_queue
 
-__all__ = ["DEFAULT_TIMEOUT", "Check", "HealthReport", "check_health"]
+__all__ = ["Check", "DEFAULT_TIMEOUT", "HealthReport", "check_health"]
 
 #: Seconds every check together may take.
 DEFAULT_TIMEOUT: Final = 10.0

@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
-__all__ = ["HUMAN_FORMAT", "LOG_FORMATS", "JsonFormatter", "configure_logging", "formatter"]
+__all__ = ["HUMAN_FORMAT", "JsonFormatter", "LOG_FORMATS", "configure_logging", "formatter"]
 
 #: The human format's layout (``logging.Formatter`` style).
 HUMAN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
