@@ -5,18 +5,23 @@ The public API, re-exported; every name is defined in the module that owns the c
 
 from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
 from container_messaging.config import (
+    BusSettings,
+    ChannelSettings,
     ConsumerSettings,
     ConversionSettings,
     DeduplicationSettings,
     DistributionSettings,
+    EventMappingSettings,
     RecoverabilitySettings,
+    ServiceMappingSettings,
+    ServiceMapSettings,
     Settings,
     TransportSettings,
     load_settings,
 )
 from container_messaging.consumer import EndpointConsumer, EndpointDescription, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
-from container_messaging.conversion import Converter
+from container_messaging.conversion import Converter, type_name
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.deduplication import DeduplicationStore
 from container_messaging.distributed import DistributedBus
@@ -43,6 +48,7 @@ from container_messaging.errors import (
     UnroutableMessageError,
     UnsupportedMediaTypeError,
 )
+from container_messaging.injection import Named
 from container_messaging.markers import (
     RetryPolicy,
     command_handler,
@@ -63,6 +69,8 @@ from container_messaging.redaction import SecretUrl
 __all__ = [
     "AmbiguousDependencyError",
     "BrokerRefusedError",
+    "BusSettings",
+    "ChannelSettings",
     "Check",
     "CommandBus",
     "ConfigurationError",
@@ -84,6 +92,7 @@ __all__ = [
     "EndpointError",
     "EndpointInfo",
     "EventBus",
+    "EventMappingSettings",
     "HandlerDefinitionError",
     "Header",
     "Headers",
@@ -99,6 +108,7 @@ __all__ = [
     "Middleware",
     "MissingDependencyError",
     "MissingHeaderError",
+    "Named",
     "NoHandlerError",
     "Outcome",
     "QueryBus",
@@ -108,6 +118,8 @@ __all__ = [
     "RunResult",
     "ScanError",
     "SecretUrl",
+    "ServiceMapSettings",
+    "ServiceMappingSettings",
     "Settings",
     "Subscription",
     "TransportError",
@@ -124,4 +136,5 @@ __all__ = [
     "sends_command",
     "sends_message",
     "service_activator",
+    "type_name",
 ]

@@ -45,6 +45,8 @@ Group ``conversion`` (``[conversion]``):
     ``camelCase`` (Ecotone's convention) or ``as_is``.
 ``forbid_unknown_keys`` (default ``false``)
     A payload key that matches no field is an error instead of being ignored.
+``scalars`` (default ``strict``)
+    ``strict`` or ``lenient``: coerce scalars as a PHP service's serializer does (a number for a string field...).
 
 Group ``distribution`` (``[distribution]``):
 
@@ -52,6 +54,8 @@ Group ``distribution`` (``[distribution]``):
     The exchange distributed messages travel on; not empty.
 ``queue_prefix`` (default ``distributed_``)
     Prefix of each service's distributed queue name.
+``unsubscribed_events`` (default ``drop``)
+    An event no service subscribes to: ``drop`` it, or ``error`` (Ecotone 1.326 publishes mandatory).
 
 Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
 ``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
@@ -84,6 +88,28 @@ Group ``deduplication`` (``[deduplication]``):
 ``max_entries`` (default ``100000``)
     The memory store's bound.
 
+Message channels, Service Maps and several distributed buses (nested keys; in INI, dotted sections such as
+``[channels.NAME]``, ``[service_map]``, ``[service_map.commands]``, ``[distributed_buses.NAME.service_map]``):
+
+``channels`` (default: none)
+    ``<name>: {url: ...}``: a message channel, a durable queue named after it, on the broker of ``url`` (default:
+    ``transport.url``). ``null`` for all defaults.
+``consume`` (default: none)
+    The channels this service consumes (each an endpoint named after it); like ``scan``, a list or a string.
+``service_map`` (default: none)
+    The default distributed bus's Service Map (:class:`ServiceMapSettings`): ``commands`` (service -> channel),
+    ``events`` (a list of :class:`EventMappingSettings`), ``services`` (the older single form), ``channels``. Or
+    ``{file: path}``: the map is read from that YAML file, relative to the configuration file's folder (the folder
+    given to :func:`settings_from_dict`); errors inside it name the file and the key path in it. Without a map, the
+    default bus is Ecotone's AMQP distributed bus.
+``distributed_buses`` (default: none)
+    ``<name>: {service_map: ...}``: more distributed buses by reference name (letters, digits, ``_``), each with its
+    own map, or none (the AMQP bus).
+
+The references between these keys are checked once every key has the right type: every channel a map or
+``consume`` names is defined (in ``channels`` or a map's ``channels``), a channel defined twice is defined the same
+way, the default bus is configured once, and consuming or a distributed bus has a ``service_name``.
+
 Values:
 
 * Every string value may refer to environment variables: ``${VAR}``, or ``${VAR:default}`` (the default may be
@@ -96,11 +122,11 @@ Values:
   may be written as strings.  String keys (``service_name``, ``url``...) must be strings in YAML: quote them.
 * A list of URLs is allowed for ``transport.url`` only.
 * In YAML, ``null`` is allowed for ``service_name``, the ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile`` paths,
-  ``scan`` (no modules), ``delayed_retries`` (no delayed retries) and a whole group (all of its defaults); it is an
-  error anywhere else.
+  ``scan`` (no modules), ``delayed_retries`` (no delayed retries), a channel's ``url``, ``subscription_keys``
+  (every event), a nested key (none) and a whole group (all of its defaults); it is an error anywhere else.
 * INI files are read without ``%`` interpolation and keep the case of keys; a ``[DEFAULT]`` section with keys is
-  an error, as is any section not listed above.  Inline comments are not supported (``#`` or ``;`` after a value
-  are part of the value).
+  an error, as is any section not listed above; a name with a dot cannot be part of a dotted section's name.
+  Inline comments are not supported (``#`` or ``;`` after a value are part of the value).
 
 Example (YAML)::
 
@@ -136,7 +162,9 @@ mapping is shown only by its type.
 
 The file's keys are structured with cattrs: one structure hook per value type (``str``, ``int``, ``float``,
 ``bool``, ``str | None``, :class:`~container_messaging.redaction.SecretUrl`, the lists), which interpolates and
-coerces as described above.  The same parsers, without interpolation or coercion, validate settings objects built
+coerces as described above; a key may name its own parser (a list of names is not a list of modules), and nested keys
+(mappings of names to settings, lists of settings, one optional settings object) get hooks that name each bad entry
+by its key or index.  The same parsers, without interpolation or coercion, validate settings objects built
 directly in code (``TransportSettings(prefetch_count=0)`` is an error naming the class and the field).
 
 The configuration file of the command line is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment
@@ -153,6 +181,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePath
+from types import MappingProxyType
 from typing import Any, Final, NewType, TypeVar
 
 import attrs
@@ -192,6 +221,8 @@ _AMQP_SCHEMES: Final[frozenset[str]] = frozenset({"pyamqp", "amqp", "amqps"})
 _QUEUE_TYPES: Final[tuple[str, ...]] = ("classic", "quorum")
 _REDIS_SCHEMES: Final[frozenset[str]] = frozenset({"redis", "rediss"})
 _JSON_KEYS: Final[tuple[str, ...]] = ("camelCase", "as_is")
+_SCALARS: Final[tuple[str, ...]] = ("strict", "lenient")
+_UNSUBSCRIBED_EVENTS: Final[tuple[str, ...]] = ("drop", "error")
 _INI_MAIN_SECTION: Final = "container_messaging"
 _YAML_EXTENSIONS: Final = (".yaml", ".yml")
 _INI_EXTENSIONS: Final = (".ini", ".cfg")
@@ -329,6 +360,13 @@ def _parse_broker_url(value: Any, read: _Read) -> BrokerUrl:
     return BrokerUrl(_parse_secret_url(value, read))
 
 
+def _parse_optional_secret_url(value: Any, read: _Read) -> SecretUrl | None:
+    value = _read(value, read)
+    if value is None or isinstance(value, str):
+        return None if value is None else SecretUrl(value)
+    raise _wrong("a URL string or null", value)
+
+
 def _parse_optional_str(value: Any, read: _Read) -> str | None:
     value = _read(value, read)
     if value is None or isinstance(value, str):
@@ -403,6 +441,33 @@ def _parse_module_names(value: Any, read: _Read) -> tuple[str, ...]:
     return _parse_list(value, read, expected, _parse_module_name)
 
 
+def _parse_name(value: Any, read: _Read) -> str:
+    value = _read(value, read)
+    if isinstance(value, str):
+        return value.strip()
+    raise _wrong("a name string", value)
+
+
+def _parse_names(value: Any, read: _Read) -> tuple[str, ...]:
+    """A list of names (channels, services): a list, or a comma/newline separated string (what INI has)."""
+    return _parse_list(value, read, "a list of names or a comma-separated string", _parse_name)
+
+
+def _parse_key(value: Any, read: _Read) -> str:
+    value = _read(value, read)
+    if isinstance(value, str):
+        return value.strip()
+    raise _wrong("a routing key string", value)
+
+
+def _parse_optional_keys(value: Any, read: _Read) -> tuple[str, ...] | None:
+    """Subscription keys: null (or the key left out) for every event, a list (empty: none), or a comma-separated
+    string."""
+    if value is None:
+        return None
+    return _parse_list(value, read, "a list of routing keys, a comma-separated string or null", _parse_key)
+
+
 def _parse_delays(value: Any, read: _Read) -> tuple[int, ...]:
     expected = "a list of positive integers (milliseconds) or a comma-separated string"
     return _parse_list(value, read, expected, _parse_delay)
@@ -412,12 +477,14 @@ _PARSERS: Final[Mapping[Any, Callable[[Any, _Read], Any]]] = {
     str: _parse_str,
     SecretUrl: _parse_secret_url,
     BrokerUrl: _parse_broker_url,
+    SecretUrl | None: _parse_optional_secret_url,
     str | None: _parse_optional_str,
     int: _parse_int,
     float: _parse_float,
     bool: _parse_bool,
     tuple[str, ...]: _parse_module_names,
     tuple[int, ...]: _parse_delays,
+    tuple[str, ...] | None: _parse_optional_keys,
 }
 """The parser of each value type a settings field may have (the field's annotation picks it)."""
 
@@ -426,6 +493,8 @@ _PARSERS: Final[Mapping[Any, Callable[[Any, _Read], Any]]] = {
 # Value checks (run by the classes' validators: on loaded and on directly constructed settings alike)
 
 _Check = Callable[[Any], "str | None"]
+"""A value check: None when the value is good, else the problem (a list's check raises :class:`_Problem` naming the
+bad item's index)."""
 
 _SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -533,15 +602,79 @@ def _check_json_keys(value: str) -> str | None:
     return f"must be one of {', '.join(repr(choice) for choice in _JSON_KEYS)}, got {_describe(value)}"
 
 
+def _check_scalars(value: str) -> str | None:
+    if value in _SCALARS:
+        return None
+    return f"must be one of {', '.join(repr(choice) for choice in _SCALARS)}, got {_describe(value)}"
+
+
+def _check_unsubscribed_events(value: str) -> str | None:
+    if value in _UNSUBSCRIBED_EVENTS:
+        return None
+    return f"must be one of {', '.join(repr(choice) for choice in _UNSUBSCRIBED_EVENTS)}, got {_describe(value)}"
+
+
+def _check_optional_url(value: str | None) -> str | None:
+    return None if value is None else _check_url(value)
+
+
+_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_BUS_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_name(value: str, what: str) -> str | None:
+    if _NAME.fullmatch(value):
+        return None
+    return f"{_describe(value)} is not a {what} name (1 to 255 letters, digits, '.', '_' and '-')"
+
+
+def _check_channel_name(value: str) -> str | None:
+    return _check_name(value, "channel")
+
+
+def _check_service(value: str) -> str | None:
+    return _check_name(value, "service")
+
+
+def _check_bus_name(value: str) -> str | None:
+    if _BUS_NAME.fullmatch(value):
+        return None
+    return f"{_describe(value)} is not a bus name (letters, digits and '_', not starting with a digit)"
+
+
+def _each(check: Callable[[str], str | None]) -> _Check:
+    """The check of every item of a list, naming the first bad one by its index."""
+
+    def check_all(values: tuple[str, ...] | None) -> str | None:
+        for index, value in enumerate(values or ()):
+            problem = check(value)
+            if problem is not None:
+                raise _Problem(problem, f"[{index}]")
+        return None
+
+    return check_all
+
+
+def _check_subscription_key(value: str) -> str | None:
+    if value and not any(c.isspace() for c in value):
+        return None
+    return f"{_describe(value)} is not a routing key or glob (non-empty, no whitespace)"
+
+
 def _validator(check: _Check | None) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     """An attrs validator: the value has the field's type (its parser, without coercion) and passes ``check``."""
 
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        parse = attribute.metadata.get(_PARSE) or _PARSERS[attribute.type]
         try:
-            _PARSERS[attribute.type](value, None)
+            parse(value, None)
         except _Problem as exc:
             raise _FieldError(type(instance), f"{attribute.name}{exc.at}", exc.problem) from None
-        if check is not None and (problem := check(value)) is not None:
+        try:
+            problem = check(value) if check is not None else None
+        except _Problem as exc:  # a list's check names the bad item
+            raise _FieldError(type(instance), f"{attribute.name}{exc.at}", exc.problem) from None
+        if problem is not None:
             raise _FieldError(type(instance), attribute.name, problem)
 
     return validate
@@ -555,12 +688,110 @@ def _secret_url(value: str) -> SecretUrl:
     return SecretUrl(value) if isinstance(value, str) else value
 
 
-def _option(default: Any, check: _Check | None = None, *, secret: bool = False) -> Any:
+_PARSE: Final = "container_messaging.parse"
+_NESTED: Final = "container_messaging.nested"
+
+
+def _option(
+    default: Any,
+    check: _Check | None = None,
+    *,
+    secret: bool = False,
+    parse: Callable[[Any, _Read], Any] | None = None,
+) -> Any:
     """One configuration key: its default and its check (its type is the field's annotation).
 
     A ``secret`` key (a URL that may hold a password) is kept as a :class:`SecretUrl`, masked wherever it is shown.
+    ``parse`` replaces the parser of the field's type (a list of names is a ``tuple[str, ...]`` like ``scan``, but
+    not of module names).
     """
-    return attrs.field(default=default, converter=_secret_url if secret else None, validator=_validator(check))
+    return attrs.field(
+        default=default,
+        converter=_secret_url if secret else None,
+        validator=_validator(check),
+        metadata={_PARSE: parse} if parse is not None else {},
+    )
+
+
+def _required(check: _Check | None = None) -> Any:
+    """A key that has no default: leaving it out is an error naming it."""
+    return attrs.field(validator=_validator(check))
+
+
+# Nested keys: a mapping of names to settings (``channels``), a list of settings (``events``), or one optional
+# settings object (``service_map``). In code they are checked by type; from a file, hooks made in
+# :func:`_settings_converter` structure them and name each bad entry by its key or index.
+
+
+@attrs.frozen
+class _Nested:
+    """What a nested key holds: ``kind`` is ``mapping``, ``items`` or ``optional``; ``of`` the settings class (or
+    ``str``); ``check`` the check of a mapping's names (or of its ``str`` values, with ``value_check``)."""
+
+    kind: str
+    of: type
+    what: str
+    check: _Check | None = None
+    value_check: _Check | None = None
+
+
+def _read_only(value: Any) -> Any:
+    return MappingProxyType(dict(value)) if isinstance(value, Mapping) else value
+
+
+def _nested_validator(nested: _Nested) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        def fail(at: str, problem: str) -> None:
+            raise _FieldError(type(instance), f"{attribute.name}{at}", problem)
+
+        of = nested.of.__name__
+        if nested.kind == "optional":
+            if value is not None and not isinstance(value, nested.of):
+                fail("", f"expected a {of} or None, got {_describe(value)}")
+        elif nested.kind == "items":
+            if not isinstance(value, tuple):
+                fail("", f"expected a tuple of {of}, got {_describe(value)}")
+            for index, item in enumerate(value):
+                if not isinstance(item, nested.of):
+                    fail(f"[{index}]", f"expected a {of}, got {_describe(item)}")
+        else:
+            if not isinstance(value, Mapping):
+                fail("", f"expected a mapping of {nested.what} names to {of}, got {_describe(value)}")
+            for name, item in value.items():
+                if not isinstance(name, str):
+                    fail("", f"expected {nested.what} names as strings, got {_describe(name)}")
+                if nested.check is not None and (problem := nested.check(name)) is not None:
+                    fail(f".{name}", problem)
+                if not isinstance(item, nested.of):
+                    fail(f".{name}", f"expected a {of}, got {_describe(item)}")
+                if nested.value_check is not None and (problem := nested.value_check(item)) is not None:
+                    fail(f".{name}", problem)
+
+    return validate
+
+
+def _mapping(of: type, what: str, check: _Check, value_check: _Check | None = None) -> Any:
+    """A key holding a mapping of names to ``of`` (settings, or ``str``); kept read-only."""
+    nested = _Nested("mapping", of, what, check, value_check)
+    return attrs.field(
+        factory=lambda: MappingProxyType({}),
+        converter=_read_only,
+        validator=_nested_validator(nested),
+        metadata={_NESTED: nested},
+        hash=False,
+    )
+
+
+def _items(of: type, what: str) -> Any:
+    """A key holding a list of ``of`` settings (a tuple in code)."""
+    nested = _Nested("items", of, what)
+    return attrs.field(default=(), validator=_nested_validator(nested), metadata={_NESTED: nested})
+
+
+def _optional(of: type, what: str) -> Any:
+    """A key holding one ``of`` settings object, or None."""
+    nested = _Nested("optional", of, what)
+    return attrs.field(default=None, validator=_nested_validator(nested), metadata={_NESTED: nested})
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -611,6 +842,7 @@ class ConversionSettings:
 
     json_keys: str = _option("camelCase", _check_json_keys)
     forbid_unknown_keys: bool = _option(False)
+    scalars: str = _option("strict", _check_scalars)
 
 
 @attrs.frozen
@@ -619,6 +851,7 @@ class DistributionSettings:
 
     exchange: str = _option("ecotone.distributed", _check_not_empty)
     queue_prefix: str = _option("distributed_")
+    unsubscribed_events: str = _option("drop", _check_unsubscribed_events)
 
 
 @attrs.frozen
@@ -646,6 +879,84 @@ class DeduplicationSettings:
 
 
 @attrs.frozen
+class ChannelSettings:
+    """A message channel (``channels.<name>``, in a configuration or in a service map): a durable queue named after
+    the channel, on the broker of ``url`` (default: ``transport.url``; the other transport settings are shared)."""
+
+    url: SecretUrl | None = _option(None, _check_optional_url, secret=True)  # noqa: RUF009 - a str, immutable
+
+
+@attrs.frozen
+class EventMappingSettings:
+    """An event mapping of a service map (``events[i]``): which events are sent to ``channel``.
+
+    ``subscription_keys``: routing keys or Ecotone globs; None (left out) means every event, an empty list none.
+    ``exclude_publishing_services`` / ``include_publishing_services`` (one or the other): the events of those
+    publishing services are not sent / are the only ones sent.
+    """
+
+    channel: str = _required(_check_channel_name)
+    subscription_keys: tuple[str, ...] | None = _option(None, _each(_check_subscription_key))
+    exclude_publishing_services: tuple[str, ...] = _option((), _each(_check_service), parse=_parse_names)
+    include_publishing_services: tuple[str, ...] = _option((), _each(_check_service), parse=_parse_names)
+
+    def __attrs_post_init__(self) -> None:
+        if self.exclude_publishing_services and self.include_publishing_services:
+            raise _FieldError(
+                EventMappingSettings,
+                "include_publishing_services",
+                "cannot be used together with exclude_publishing_services: give one or the other",
+            )
+
+
+@attrs.frozen
+class ServiceMappingSettings:
+    """The older single form of a service map entry (``services[i]``): commands to ``service`` go to ``channel``,
+    and so do the events matching ``subscription_keys`` (None: every event; an empty list: none)."""
+
+    service: str = _required(_check_service)
+    channel: str = _required(_check_channel_name)
+    subscription_keys: tuple[str, ...] | None = _option(None, _each(_check_subscription_key))
+
+
+@attrs.frozen
+class ServiceMapSettings:
+    """A service map (``service_map``, or a bus's): where a distributed bus sends what it sends.
+
+    ``commands``: target service -> channel; ``events``: the event mappings; ``services``: the older single form
+    (not mixed with the other two); ``channels``: channels the map defines. Given as ``{file: path}``, the map is
+    read from that YAML file (relative to the configuration file's folder); ``source`` is then that file (not a key,
+    not compared).
+    """
+
+    channels: Mapping[str, ChannelSettings] = _mapping(ChannelSettings, "channel", _check_channel_name)
+    commands: Mapping[str, str] = _mapping(str, "service", _check_service, _check_channel_name)
+    events: tuple[EventMappingSettings, ...] = _items(EventMappingSettings, "event mapping")
+    services: tuple[ServiceMappingSettings, ...] = _items(ServiceMappingSettings, "service mapping")
+    source: str | None = attrs.field(default=None, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.services and (self.commands or self.events):
+            raise _FieldError(
+                ServiceMapSettings,
+                "services",
+                "the older single form (services) and commands/events cannot be mixed in one map: use one form",
+            )
+
+
+@attrs.frozen
+class BusSettings:
+    """A distributed bus (``distributed_buses.<name>``): with a ``service_map`` it sends where the map says;
+    without one it is Ecotone's AMQP distributed bus (the ``distribution`` exchange)."""
+
+    service_map: ServiceMapSettings | None = _optional(ServiceMapSettings, "service map")  # noqa: RUF009 - an attrs field
+
+
+DEFAULT_BUS: Final = "distributed_bus"
+"""The reference name of the default distributed bus (the one injected by type)."""
+
+
+@attrs.frozen
 class Settings:
     """Everything a configuration file says.
 
@@ -662,20 +973,120 @@ class Settings:
     recoverability: RecoverabilitySettings = attrs.field(factory=RecoverabilitySettings)
     consumer: ConsumerSettings = attrs.field(factory=ConsumerSettings)
     deduplication: DeduplicationSettings = attrs.field(factory=DeduplicationSettings)
+    channels: Mapping[str, ChannelSettings] = _mapping(ChannelSettings, "channel", _check_channel_name)
+    consume: tuple[str, ...] = _option((), _each(_check_channel_name), parse=_parse_names)
+    service_map: ServiceMapSettings | None = _optional(ServiceMapSettings, "service map")  # noqa: RUF009 - an attrs field
+    distributed_buses: Mapping[str, BusSettings] = _mapping(BusSettings, "bus", _check_bus_name)
     source: str | None = attrs.field(default=None, eq=False)
     folder: str | None = attrs.field(default=None, eq=False)
 
+    def __attrs_post_init__(self) -> None:
+        problems = list(self._reference_problems())
+        if problems:
+            (key, first), *others = problems
+            raise _FieldError(Settings, key, "; ".join([first, *(f"{k}: {p}" for k, p in others)]))
+
     def as_dict(self) -> dict[str, Any]:
-        """The settings as a nested plain dict of configuration keys (``scan`` as a list, no ``source``/``folder``).
+        """The settings as a nested plain dict of configuration keys (lists for tuples, dicts for mappings, no
+        ``source``/``folder``; an included service map is given by its content).
 
         The URLs are included as :class:`SecretUrl` values (their text unmasked, their repr masked), so that
         ``settings_from_dict(settings.as_dict())`` gives equal settings and printing the dict shows no password.
         """
-        fields = attrs.fields(Settings)
-        data = attrs.asdict(self, filter=attrs.filters.exclude(fields.source, fields.folder))
-        data["scan"] = list(self.scan)
-        data["recoverability"]["delayed_retries"] = list(self.recoverability.delayed_retries)
+        data: dict[str, Any] = _plain(self)
         return data
+
+    def buses(self) -> dict[str, BusSettings]:
+        """Every distributed bus by reference name: :data:`DEFAULT_BUS` first (its map is ``service_map``, or
+        ``distributed_buses.distributed_bus``), then the others of ``distributed_buses``."""
+        default = self.distributed_buses.get(DEFAULT_BUS, BusSettings(self.service_map))
+        return {DEFAULT_BUS: default, **{n: b for n, b in self.distributed_buses.items() if n != DEFAULT_BUS}}
+
+    def all_channels(self) -> dict[str, ChannelSettings]:
+        """Every channel defined: in ``channels`` and in each service map (a name is defined once, or the same way
+        everywhere, which construction checked)."""
+        table: dict[str, ChannelSettings] = {}
+        for _key, name, channel in self._channel_definitions():
+            table.setdefault(name, channel)
+        return table
+
+    # -- the references between keys, checked once every key has the right type -----------------------------------
+
+    def _service_maps(self) -> Iterator[tuple[str, ServiceMapSettings]]:
+        """Each service map with its key path (and the file it came from, in the path's words)."""
+        buses = [("service_map", self.service_map)]
+        buses += [
+            (f"distributed_buses.{name}.service_map", bus.service_map) for name, bus in self.distributed_buses.items()
+        ]
+        for key, service_map in buses:
+            if service_map is not None:
+                yield key, service_map
+
+    def _channel_definitions(self) -> Iterator[tuple[str, str, ChannelSettings]]:
+        for name, channel in self.channels.items():
+            yield f"channels.{name}", name, channel
+        for key, service_map in self._service_maps():
+            for name, channel in service_map.channels.items():
+                yield f"{key}.channels.{name}{_from(service_map)}", name, channel
+
+    def _reference_problems(self) -> Iterator[tuple[str, str]]:
+        """``(key, problem)`` for each reference that does not hold: channels defined twice differently, maps and
+        ``consume`` naming undefined channels, the default bus configured twice, consuming without a service name."""
+        if self.service_map is not None and DEFAULT_BUS in self.distributed_buses:
+            yield (
+                f"distributed_buses.{DEFAULT_BUS}",
+                "the default bus is configured twice, here and by service_map: keep one",
+            )
+        first: dict[str, tuple[str, ChannelSettings]] = {}
+        for key, name, channel in self._channel_definitions():
+            if name not in first:
+                first[name] = (key, channel)
+            elif first[name][1] != channel:
+                yield key, f"channel {name!r} is also defined at {first[name][0]}, differently: define it once"
+        defined = ", ".join(sorted(first)) or "none"
+
+        def undefined(channel: str) -> str:
+            return f"channel {channel!r} is not defined in channels or in a service map (defined: {defined})"
+
+        for key, service_map in self._service_maps():
+            where = _from(service_map)
+            for service, target in service_map.commands.items():
+                if target not in first:
+                    yield f"{key}.commands.{service}{where}", undefined(target)
+            for index, event in enumerate(service_map.events):
+                if event.channel not in first:
+                    yield f"{key}.events[{index}].channel{where}", undefined(event.channel)
+            for index, mapping in enumerate(service_map.services):
+                if mapping.channel not in first:
+                    yield f"{key}.services[{index}].channel{where}", undefined(mapping.channel)
+        for index, consumed in enumerate(self.consume):
+            if consumed not in first:
+                yield f"consume[{index}]", undefined(consumed)
+            elif consumed in self.consume[:index]:
+                yield f"consume[{index}]", f"channel {consumed!r} is listed twice"
+        if self.consume and self.service_name is None:
+            yield "consume", "consuming channels needs a configured service_name (the target their commands name)"
+        if self.service_name is None:
+            for key, _service_map in self._service_maps():
+                yield key, "a distributed bus needs a configured service_name (the source of what it sends)"
+            for name in self.distributed_buses:
+                if self.distributed_buses[name].service_map is None:
+                    yield f"distributed_buses.{name}", "a distributed bus needs a configured service_name"
+
+
+def _from(service_map: ServiceMapSettings) -> str:
+    return f" (in {service_map.source})" if service_map.source else ""
+
+
+def _plain(value: Any) -> Any:
+    """Settings as plain data: attrs classes as dicts of their keys, tuples as lists, mappings as dicts."""
+    if attrs.has(type(value)):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value)) if f.name not in _NOT_KEYS}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {name: _plain(item) for name, item in value.items()}
+    return value
 
 
 _GROUPS: Final[tuple[type, ...]] = (
@@ -686,8 +1097,15 @@ _GROUPS: Final[tuple[type, ...]] = (
     ConsumerSettings,
     DeduplicationSettings,
 )
+_NESTED_CLASSES: Final[tuple[type, ...]] = (
+    ChannelSettings,
+    EventMappingSettings,
+    ServiceMappingSettings,
+    ServiceMapSettings,
+    BusSettings,
+)
 
-for _settings_class in (*_GROUPS, Settings):
+for _settings_class in (*_GROUPS, *_NESTED_CLASSES, Settings):
     attrs.resolve_types(_settings_class)  # the validators pick their parser by the (postponed) annotation
 del _settings_class
 
@@ -709,13 +1127,25 @@ def _keys(cls: type) -> list[str]:
 # From a plain mapping to Settings: cattrs, with a structure hook per value type
 
 
-def _settings_converter(environ: Mapping[str, str]) -> cattrs.Converter:
-    """A converter for one load: every value hook interpolates from ``environ``, then parses (coercing)."""
+@attrs.frozen
+class _Load:
+    """What one load needs besides the data: the converter, the interpolation, and the folder included files are
+    relative to (None: the working directory)."""
+
+    converter: cattrs.Converter
+    read: Callable[[str], str]
+    folder: str | None
+
+
+def _settings_converter(environ: Mapping[str, str], folder: str | None = None) -> cattrs.Converter:
+    """A converter for one load: every value hook interpolates from ``environ``, then parses (coercing); an included
+    service map file is found relative to ``folder``."""
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
     def read(text: str) -> str:
         return _interpolate(text, environ)
 
+    load = _Load(converter, read, folder)
     for tp, parse in _PARSERS.items():
 
         def structure(value: Any, _type: Any, parse: Callable[[Any, _Read], Any] = parse) -> Any:
@@ -726,11 +1156,19 @@ def _settings_converter(environ: Mapping[str, str]) -> cattrs.Converter:
         else:  # a union or a parametrized tuple: matched by equality
             converter.register_structure_hook_func(_is(tp), structure)
 
-    for cls, name in _group_names().items():
-        converter.register_structure_hook(cls, _group_hook(converter, cls, name))
-    settings_hook = make_dict_structure_fn(Settings, converter, source=override(omit=True), folder=override(omit=True))
+    names = {**_group_names(), **{cls: cls.__name__ for cls in _NESTED_CLASSES}}
+    for cls in (*_GROUPS, *_NESTED_CLASSES):
+        converter.register_structure_hook(cls, _group_hook(load, cls, _what(names[cls])))
+    settings_hook = make_dict_structure_fn(Settings, converter, **_overrides(load, Settings))
     converter.register_structure_hook(Settings, settings_hook)
     return converter
+
+
+def _what(name: str) -> str:
+    """``transport`` stays; ``ChannelSettings`` -> ``channel``, ``ServiceMapSettings`` -> ``service map``."""
+    if not name.endswith("Settings"):
+        return name
+    return re.sub(r"(?<!^)([A-Z])", r" \1", name.removesuffix("Settings")).lower()
 
 
 def _is(expected: Any) -> Callable[[Any], bool]:
@@ -740,9 +1178,30 @@ def _is(expected: Any) -> Callable[[Any], bool]:
     return matches
 
 
-def _group_hook(converter: cattrs.Converter, cls: type[_T], name: str) -> Callable[[Any, Any], _T]:
+def _overrides(load: _Load, cls: type) -> dict[str, Any]:
+    """cattrs overrides of ``cls``'s fields: ``source``/``folder`` are not keys; a field with its own parser or a
+    nested key gets its hook."""
+    overrides: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        if field.name in _NOT_KEYS:
+            overrides[field.name] = override(omit=True)
+        elif _PARSE in field.metadata:
+            overrides[field.name] = override(struct_hook=_parse_hook(load, field.metadata[_PARSE]))
+        elif _NESTED in field.metadata:
+            overrides[field.name] = override(struct_hook=_nested_hook(load, field.metadata[_NESTED]))
+    return overrides
+
+
+def _parse_hook(load: _Load, parse: Callable[[Any, _Read], Any]) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _type: Any) -> Any:
+        return parse(value, load.read)
+
+    return hook
+
+
+def _group_hook(load: _Load, cls: type[_T], name: str) -> Callable[[Any, Any], _T]:
     """A group's hook: null means all of its defaults; anything else but a mapping is an error."""
-    structure = make_dict_structure_fn(cls, converter)
+    structure = make_dict_structure_fn(cls, load.converter, **_overrides(load, cls))
 
     def hook(value: Any, _type: Any) -> _T:
         if value is None:
@@ -754,6 +1213,108 @@ def _group_hook(converter: cattrs.Converter, cls: type[_T], name: str) -> Callab
     return hook
 
 
+class _EntryErrors(Exception):
+    """The bad entries of a nested key: ``(segment, error)`` with segments like ``.billing`` or ``[2]``."""
+
+    def __init__(self, errors: list[tuple[str, BaseException]]) -> None:
+        super().__init__(f"{len(errors)} bad entries")
+        self.errors = errors
+
+
+_ENTRY_ERRORS: Final = (ClassValidationError, _Problem, _FieldError, _EntryErrors, ConfigurationError)
+
+
+def _nested_hook(load: _Load, nested: _Nested) -> Callable[[Any, Any], Any]:
+    """The hook of a nested key (see :class:`_Nested`): every bad entry is named by its key or index."""
+    converter, of = load.converter, nested.of
+
+    def entry(value: Any) -> Any:
+        if of is str:
+            text = _parse_str(value, load.read)
+            problem = nested.value_check(text) if nested.value_check is not None else None
+            if problem is not None:
+                raise _Problem(problem)
+            return text
+        if of is ServiceMapSettings:
+            return _service_map(load, value)
+        return converter.structure(value, of)
+
+    def mapping(value: Any, _type: Any) -> Any:
+        if value is None:
+            return MappingProxyType({})
+        if not isinstance(value, Mapping):
+            raise _Problem(f"expected a mapping of {nested.what} names to their settings, got {_describe(value)}")
+        result: dict[str, Any] = {}
+        errors: list[tuple[str, BaseException]] = []
+        for name, item in value.items():
+            if not isinstance(name, str):
+                errors.append((f"[{name!r}]", _Problem(f"a {nested.what} name must be a string")))
+                continue
+            problem = nested.check(name) if nested.check is not None else None
+            if problem is not None:
+                errors.append((f".{name}", _Problem(problem)))
+                continue
+            try:
+                result[name] = entry(item)
+            except _ENTRY_ERRORS as exc:
+                errors.append((f".{name}", exc))
+        if errors:
+            raise _EntryErrors(errors)
+        return MappingProxyType(result)
+
+    def items(value: Any, _type: Any) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise _Problem(f"expected a list of {nested.what}s, got {_describe(value)}")
+        result: list[Any] = []
+        errors: list[tuple[str, BaseException]] = []
+        for index, item in enumerate(value):
+            try:
+                result.append(entry(item))
+            except _ENTRY_ERRORS as exc:
+                errors.append((f"[{index}]", exc))
+        if errors:
+            raise _EntryErrors(errors)
+        return tuple(result)
+
+    def optional(value: Any, _type: Any) -> Any:
+        return None if value is None else entry(value)
+
+    return {"mapping": mapping, "items": items, "optional": optional}[nested.kind]
+
+
+_INCLUDE: Final = "file"
+
+
+def _service_map(load: _Load, value: Any) -> ServiceMapSettings:
+    """A service map given inline, or ``{file: path}``: read from that YAML file (relative to the configuration
+    file's folder), whose errors are named by the file and the key path inside it."""
+    if not isinstance(value, Mapping) or _INCLUDE not in value:
+        return load.converter.structure(value, ServiceMapSettings)
+    others = sorted(str(key) for key in value if key != _INCLUDE)
+    if others:
+        raise _Problem(f"a service map read from a file takes no other keys here, found {', '.join(others)}")
+    try:
+        given = _parse_str(value[_INCLUDE], load.read)
+    except _Problem as exc:
+        raise _Problem(exc.problem, f".{_INCLUDE}") from None
+    path = os.path.normpath(os.path.join(load.folder or os.getcwd(), given))
+    if PurePath(path).suffix.lower() not in _YAML_EXTENSIONS:
+        raise _Problem(f"{path}: a service map file is YAML (.yaml or .yml)", f".{_INCLUDE}")
+    try:
+        data = _yaml_data(path)
+    except ConfigurationError as exc:
+        raise _Problem(str(exc), f".{_INCLUDE}") from exc
+    if isinstance(data, Mapping) and _INCLUDE in data:
+        raise _Problem(f"{path}: {_INCLUDE}: an included service map cannot include another", f".{_INCLUDE}")
+    try:
+        service_map = load.converter.structure({} if data is None else data, ServiceMapSettings)
+    except _ENTRY_ERRORS as exc:
+        raise _Problem(f"{path}: {'; '.join(_problems(exc))}", f".{_INCLUDE}") from exc
+    return attrs.evolve(service_map, source=path)
+
+
 def _problems(exc: BaseException, prefix: str = "") -> Iterator[str]:
     """``key.path: problem`` for each error cattrs collected (per level: unknown keys and checks first, then keys)."""
     if isinstance(exc, ClassValidationError):
@@ -761,8 +1322,10 @@ def _problems(exc: BaseException, prefix: str = "") -> Iterator[str]:
         for error in without_key:
             yield from _problems(error, prefix)
         for error, note in with_key:
-            key = f"{prefix}{note.name}"
-            yield from _problems(error, f"{key}.") if isinstance(error, ClassValidationError) else _leaf(error, key)
+            yield from _keyed(error, f"{prefix}{note.name}")
+    elif isinstance(exc, _EntryErrors):
+        for segment, entry_error in exc.errors:
+            yield from _keyed(entry_error, f"{prefix.rstrip('.')}{segment}")
     elif isinstance(exc, ForbiddenExtraKeysError):
         unknown = sorted(exc.extra_fields, key=str)
         shown = ", ".join(repr(f"{prefix}{key}") if isinstance(key, str) else f"{prefix}{key!r}" for key in unknown)
@@ -774,31 +1337,48 @@ def _problems(exc: BaseException, prefix: str = "") -> Iterator[str]:
         yield from _leaf(exc, prefix.rstrip("."))
 
 
+def _keyed(error: BaseException, key: str) -> Iterator[str]:
+    """The problems of the value at ``key``."""
+    if isinstance(error, ClassValidationError | _EntryErrors | _FieldError):
+        yield from _problems(error, f"{key}.")
+    else:
+        yield from _leaf(error, key)
+
+
 def _leaf(exc: BaseException, key: str) -> Iterator[str]:
     if isinstance(exc, _Problem):
         yield f"{key}{exc.at}: {exc.problem}"
+    elif isinstance(exc, KeyError):  # cattrs: a key without a default is missing
+        yield f"{key}: missing (it has no default)"
+    elif isinstance(exc, ConfigurationError):
+        yield f"{key}: {exc}"
     else:  # not raised by this module's parsers: a bug, shown by its type only (its text might quote a value)
         yield f"{key}: cannot be read ({type(exc).__name__})"
 
 
 def settings_from_dict(
-    data: Mapping[str, Any], source: str = "<dict>", *, environ: Mapping[str, str] | None = None
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    *,
+    environ: Mapping[str, str] | None = None,
+    folder: str | None = None,
 ) -> Settings:
     """Build :class:`Settings` from a parsed configuration mapping (the shape of :meth:`Settings.as_dict`).
 
     String values are interpolated from ``environ`` (default: ``os.environ``), then coerced and validated;
-    ``source`` names the origin in error messages and is stored on the result.
+    ``source`` names the origin in error messages and is stored on the result. A service map given as
+    ``{file: path}`` is read relative to ``folder`` (default: the working directory).
     """
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{source}: the top level must be a mapping of settings, got {_describe(data)}")
-    converter = _settings_converter(os.environ if environ is None else environ)
+    converter = _settings_converter(os.environ if environ is None else environ, folder)
     try:
         settings = converter.structure(data, Settings)
     except ClassValidationError as exc:
         raise ConfigurationError(f"{source}: {'; '.join(_problems(exc))}") from exc
     except _FieldError as exc:  # Settings' own validators, when every key was read
         raise ConfigurationError(f"{source}: {exc.field}: {exc.problem}") from exc
-    return attrs.evolve(settings, source=source)
+    return attrs.evolve(settings, source=source, folder=folder)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -806,8 +1386,7 @@ def settings_from_dict(
 
 
 def _from_file(data: Any, source: str, environ: Mapping[str, str] | None) -> Settings:
-    settings = settings_from_dict(data, source, environ=environ)
-    return attrs.evolve(settings, folder=os.path.dirname(os.path.abspath(source)))
+    return settings_from_dict(data, source, environ=environ, folder=os.path.dirname(os.path.abspath(source)))
 
 
 def _read_text(source: str) -> str:
@@ -838,6 +1417,12 @@ def _yaml_syntax_error(source: str, exc: yaml.MarkedYAMLError) -> ConfigurationE
 def load_yaml(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Settings:
     """Load settings from a YAML file (``yaml.safe_load``); an empty file gives the defaults."""
     source = os.fspath(path)
+    data = _yaml_data(source)
+    return _from_file({} if data is None else data, source, environ)
+
+
+def _yaml_data(source: str) -> Any:
+    """A YAML file's data (``yaml.safe_load``: no tag builds an object); errors name the file, never a value."""
     text = _read_text(source)
     try:
         data = yaml.safe_load(text)
@@ -852,9 +1437,7 @@ def load_yaml(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None
             f"{source}: YAML error: a value with an explicit tag (such as !!int, !!float, !!bool or !!timestamp) "
             f"cannot be read as that type ({type(exc).__name__})"
         ) from None
-    if data is None:
-        data = {}
-    return _from_file(data, source, environ)
+    return data
 
 
 class _IniParser(configparser.ConfigParser):
@@ -900,24 +1483,52 @@ def load_ini(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None 
         raise _ini_syntax_error(source, exc) from None
 
     groups = set(_group_names().values())
-    known_sections = ", ".join(f"[{name}]" for name in sorted({_INI_MAIN_SECTION, *groups}))
+    known_sections = ", ".join(
+        [f"[{name}]" for name in sorted({_INI_MAIN_SECTION, *groups})]
+        + ["[channels.NAME]", "[service_map]", "[service_map.commands]", "[service_map.channels.NAME]"]
+        + ["[distributed_buses.NAME]", "[distributed_buses.NAME.service_map]"]
+    )
     if parser.defaults():
         raise ConfigurationError(f"{source}: unknown section [{parser.default_section}] (known: {known_sections})")
     data: dict[str, Any] = {}
     for section in parser.sections():
         items = dict(parser.items(section))
+        parts = section.split(".")
         if section == _INI_MAIN_SECTION:
             for key in items:
-                if key in groups:
+                if key in groups or key in _INI_NESTED:
                     raise ConfigurationError(
-                        f"{source}: {key}: in an INI file the {key} settings go in a [{key}] section"
+                        f"{source}: {key}: in an INI file the {key} settings go in a [{key}...] section"
                     )
             data.update(items)
         elif section in groups:
             data[section] = items
+        elif parts[0] in _INI_NESTED and (len(parts) > 1 or parts[0] == "service_map") and all(parts):
+            _put(data, parts, items, source, section)
         else:
             raise ConfigurationError(f"{source}: unknown section [{section}] (known: {known_sections})")
     return _from_file(data, source, environ)
+
+
+#: The nested keys an INI file gives in dotted sections: ``[channels.NAME]``, ``[service_map.commands]``...
+_INI_NESTED: Final = ("channels", "service_map", "distributed_buses")
+
+
+def _put(data: dict[str, Any], path: list[str], items: dict[str, str], source: str, section: str) -> None:
+    """Puts a dotted section's keys at its path in ``data`` (``[a.b]`` -> ``data[a][b]``)."""
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigurationError(f"{source}: section [{section}]: {part!r} is already a key, not a section")
+        node = child
+    existing = node.setdefault(path[-1], {})
+    if not isinstance(existing, dict):
+        raise ConfigurationError(f"{source}: section [{section}]: {path[-1]!r} is already a key, not a section")
+    for key, value in items.items():
+        if key in existing:
+            raise ConfigurationError(f"{source}: section [{section}]: key {key!r} is also a section of its own")
+        existing[key] = value
 
 
 def load_settings(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Settings:

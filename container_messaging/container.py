@@ -1,10 +1,15 @@
 """``MessagingContainer``: the messaging application, a facade over one dependency-injector container.
 
 Building it reads the settings, scans the handler modules, and registers the buses, the converter, the transport,
-the deduplication store, the distributed bus and every handler class as providers in one ``DynamicContainer``
+the deduplication store, the distributed buses and every handler class as providers in one ``DynamicContainer``
 (``container.di``); resolution by type (``container.get(CommandBus)``, constructor injection by type hints) is
 :mod:`container_messaging.injection`'s.  Everything is checked when the container is built: a missing dependency
 names the class and the parameter.  Building never connects to a broker; ``close()`` closes what was opened.
+
+Endpoints: the AMQP endpoint named after the service (its queue ``distributed_<service>`` on the exchange), when a
+distributed bus uses Ecotone's AMQP mode, and each channel the service consumes (``consume``), named after the
+channel.  Every transport is created by :func:`_create_transport`: one for ``transport`` and one per other broker
+URL a channel lives on.
 """
 
 from __future__ import annotations
@@ -14,15 +19,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
 
+import attrs
 from dependency_injector import containers, providers
 
 from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
-from container_messaging.config import Settings, load_ini, load_settings, load_yaml, settings_from_dict
+from container_messaging.config import (
+    DEFAULT_BUS,
+    Settings,
+    TransportSettings,
+    load_ini,
+    load_settings,
+    load_yaml,
+    settings_from_dict,
+)
 from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter
 from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
 from container_messaging.distributed import DistributedBus, DistributedDispatcher, DistributedTopology
+from container_messaging.distributed.bus import ExchangeRoute, ServiceMapRoute
+from container_messaging.distributed.channels import Channel, Channels
+from container_messaging.distributed.service_map import ServiceMap
 from container_messaging.errors import ConfigurationError, ContainerError, EndpointError
 from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
@@ -31,13 +48,20 @@ from container_messaging.middleware import InstrumentedTransport, Middleware, ch
 from container_messaging.observability.health import DEFAULT_TIMEOUT, HealthReport, check_health
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
-from container_messaging.transports import BaseTransport, TransportOptions, create_transport
+from container_messaging.transports import BaseTransport, EndpointTopology, TransportOptions, create_transport
 
 __all__ = ["MessagingContainer"]
 
 log = logging.getLogger("container_messaging.container")
 
 T = TypeVar("T")
+
+
+def _create_transport(settings: TransportSettings, url: str | None = None) -> BaseTransport:
+    """The one place a transport is created: from the ``transport`` settings, on ``url`` when given (the broker of
+    a channel; the other settings are shared)."""
+    options = TransportOptions.of(settings)
+    return create_transport(options if url is None else attrs.evolve(options, url=url))
 
 
 class _Closable(Protocol):
@@ -67,11 +91,15 @@ class MessagingContainer:
         self._opened: list[_Closable] = []  # what close() closes: the resources built so far, in order
 
         self.converter = Converter(
-            camel_case=s.conversion.json_keys == "camelCase", forbid_unknown_keys=s.conversion.forbid_unknown_keys
+            camel_case=s.conversion.json_keys == "camelCase",
+            forbid_unknown_keys=s.conversion.forbid_unknown_keys,
+            lenient_scalars=s.conversion.scalars == "lenient",
         )
         self.topology = DistributedTopology(s.distribution.exchange, s.distribution.queue_prefix)
         self.routes = RoutingTable()
+        self._transports: dict[str, Any] = {}  # broker URL -> its transport's provider (one transport per URL)
         transport_provider = self._register_framework(transport)
+        self.channels = Channels(self._channel_list(), self._transport_of, auto_declare=s.transport.auto_declare)
         if app is not None:
             self._injector.register_container(app)
         # The buses exist before the handlers (they share the routing table, filled below), so a handler's
@@ -87,10 +115,10 @@ class MessagingContainer:
         transport_provider: Any = (
             providers.Object(transport)
             if transport is not None
-            else providers.Singleton(self._open, create_transport, TransportOptions.of(s.transport))
+            else providers.Singleton(self._open, _create_transport, s.transport)
         )
-        if self.middleware is not None:  # outermost, around an outbox: the hooks see where the application sends
-            transport_provider = providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)
+        transport_provider = self._instrumented(transport_provider)
+        self._transports[s.transport.url] = transport_provider
         deduplication_provider = providers.Singleton(
             self._open,
             create_deduplication_store,
@@ -112,8 +140,40 @@ class MessagingContainer:
             self._injector.register(name, tp, provider, "the framework")
         return transport_provider
 
+    def _instrumented(self, transport_provider: Any) -> Any:
+        """With middleware, the transport's provider wrapped in :class:`InstrumentedTransport`: outermost (around an
+        outbox too), so the publishing hook runs where the application sends."""
+        if self.middleware is None:
+            return transport_provider
+        return providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)
+
+    def _channel_list(self) -> list[Channel]:
+        """Every channel the settings define, the consumed ones first (in ``consume`` order); a channel without a
+        URL lives on ``transport.url``."""
+        s = self.settings
+        table = s.all_channels()
+        order = [*s.consume, *(name for name in table if name not in s.consume)]
+        amqp_endpoint = self._amqp_endpoint
+        if amqp_endpoint is not None and amqp_endpoint in s.consume:
+            raise ConfigurationError(
+                f"{self._source}: consume: channel {amqp_endpoint!r} has the name of this service's AMQP endpoint; "
+                "rename the channel"
+            )
+        return [Channel(name, table[name].url or s.transport.url, name in s.consume) for name in order]
+
+    def _transport_of(self, url: str) -> BaseTransport:
+        """The transport on broker ``url``: the ``transport`` one, or one per other URL (built on first use)."""
+        provider = self._transports.get(url)
+        if provider is None:
+            provider = self._transports[url] = self._instrumented(
+                providers.Singleton(self._open, _create_transport, self.settings.transport, url)
+            )
+        transport: BaseTransport = provider()
+        return transport
+
     def _register_buses(self, transport_provider: Any) -> None:
-        """The local buses on the routing table, and the distributed bus when there is a service_name."""
+        """The local buses on the routing table, and the distributed buses when there is a service_name: the
+        default one (``distributed_bus``, also by type) and each of ``distributed_buses`` by its name."""
         s = self.settings
         buses: dict[str, tuple[type, Any]] = {
             "command_bus": (CommandBus, CommandBus(self.routes)),
@@ -126,19 +186,31 @@ class MessagingContainer:
         if s.service_name is None:
             self._injector.refuse(DistributedBus, self._needs_service_name)
             return
-        self._injector.register(
-            "distributed_bus",
-            DistributedBus,
-            providers.Singleton(
-                DistributedBus,
-                service_name=s.service_name,
-                transport=transport_provider,
-                converter=self.converter,
-                topology=self.topology,
-                auto_declare=s.transport.auto_declare,
-            ),
-            "the framework",
-        )
+        events_mandatory = s.distribution.unsubscribed_events == "error"
+        for name, bus_settings in s.buses().items():
+            if name != DEFAULT_BUS and name in self.di.providers:
+                raise ConfigurationError(
+                    f"{self._source}: distributed_buses.{name}: the name is taken by a provider of the framework or "
+                    "of the application container; choose another"
+                )
+            route: Any
+            if bus_settings.service_map is None:
+                route = providers.Singleton(
+                    ExchangeRoute,
+                    transport_provider,
+                    self.topology.exchange,
+                    auto_declare=s.transport.auto_declare,
+                    events_mandatory=events_mandatory,
+                )
+            else:
+                service_map = ServiceMap.from_settings(bus_settings.service_map)
+                route = providers.Singleton(
+                    ServiceMapRoute, service_map, self.channels, events_mandatory=events_mandatory
+                )
+            provider = providers.Singleton(
+                DistributedBus, service_name=s.service_name, converter=self.converter, route=route, name=name
+            )
+            self._injector.register(name, DistributedBus if name == DEFAULT_BUS else None, provider, "the framework")
 
     def _register_handlers(self) -> None:
         """Scans the configured modules (the configuration file's folder first) and routes every handler found."""
@@ -237,20 +309,38 @@ class MessagingContainer:
         transport: BaseTransport = self.di.providers["transport"]()
         return transport
 
+    @property
+    def _amqp_endpoint(self) -> str | None:
+        """The AMQP endpoint (named after the service, consuming ``distributed_<service>`` on the exchange): there is
+        one when a distributed bus uses Ecotone's AMQP mode (the default bus does, without a service map)."""
+        s = self.settings
+        if s.service_name and any(bus.service_map is None for bus in s.buses().values()):
+            return s.service_name
+        return None
+
     def list(self) -> list[str]:
-        """The runnable endpoint names: the service name (it consumes its distributed queue)."""
-        return [self.settings.service_name] if self.settings.service_name else []
+        """The runnable endpoint names: the AMQP endpoint (the service name) when a bus uses the AMQP mode, then each
+        channel the service consumes. Send-only channels are not endpoints."""
+        amqp = self._amqp_endpoint
+        return [*([amqp] if amqp else []), *self.channels.consumed]
 
     def _check_endpoint(self, name: str) -> str:
         endpoints = self.list()
         if name not in endpoints:
-            available = ", ".join(repr(e) for e in endpoints) or "none: configure service_name"
+            available = ", ".join(repr(e) for e in endpoints) or "none: configure service_name or consume"
             raise EndpointError(f"unknown endpoint {name!r} (available: {available})")
         return name
 
+    def _endpoint_parts(self, name: str) -> tuple[BaseTransport, EndpointTopology]:
+        """The transport and the topology (queue, bindings) of endpoint ``name``."""
+        self._check_endpoint(name)
+        if name == self._amqp_endpoint:
+            return self.transport, self.topology.endpoint(name, self.routes)
+        return self.channels.transport(name), self.channels.endpoint(name).topology
+
     def endpoint(self, name: str) -> EndpointConsumer:
         """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication)."""
-        self._check_endpoint(name)
+        transport, topology = self._endpoint_parts(name)
         s = self.settings
         if not s.scan:  # a sender needs no handlers; a consumer without any would dead-letter all it receives
             log.warning(
@@ -261,9 +351,9 @@ class MessagingContainer:
             )
         return EndpointConsumer(
             name=name,
-            transport=self.transport,
-            topology=self.topology.endpoint(name, self.routes),
-            dispatcher=DistributedDispatcher(service_name=name, routes=self.routes),
+            transport=transport,
+            topology=topology,
+            dispatcher=DistributedDispatcher(service_name=s.service_name or name, routes=self.routes),
             prefetch_count=s.transport.prefetch_count,
             idle_timeout=max(0.5, 10 * s.transport.polling_interval),
             retry_policy=RetryPolicy(s.recoverability.immediate_retries, s.recoverability.delayed_retries),
@@ -273,30 +363,37 @@ class MessagingContainer:
         )
 
     def dead_letter(self, name: str | None = None) -> DeadLetter:
-        """The dead letter of endpoint ``name`` (default: this service's): list, show, replay, delete."""
-        endpoint = self._check_endpoint(name if name is not None else (self.settings.service_name or ""))
-        return DeadLetter(self.transport, self.topology.queue(endpoint), endpoint)
+        """The dead letter of endpoint ``name`` (default: the AMQP endpoint, or the only endpoint): list, show,
+        replay, delete."""
+        if name is None:
+            endpoints = self.list()
+            name = self._amqp_endpoint or (endpoints[0] if len(endpoints) == 1 else None)
+            if name is None:
+                available = ", ".join(repr(e) for e in endpoints) or "none: configure service_name or consume"
+                raise EndpointError(f"name the endpoint whose dead letter to open (available: {available})")
+        transport, topology = self._endpoint_parts(name)
+        return DeadLetter(transport, topology.queue, name)
 
     def health(
         self, endpoint: str | None = None, *, dead_letter_threshold: int | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> HealthReport:
-        """Checks the broker, the endpoint's queue and the size of its dead letter (every endpoint when no name)
+        """Checks each broker, the endpoint's queue and the size of its dead letter (every endpoint when no name)
         within ``timeout`` seconds; more than ``dead_letter_threshold`` dead letters is unhealthy (see
         :mod:`container_messaging.observability.health`). Never raises for a broker that is down: the report says."""
-        names = [self._check_endpoint(endpoint)] if endpoint is not None else self.list()
-        return check_health(
-            self.transport,
-            [self.topology.queue(name) for name in names],
-            dead_letter_threshold=dead_letter_threshold,
-            timeout=timeout,
-            queue_exists=self.transport.queue_exists,
-        )
+        brokers: dict[int, tuple[BaseTransport, list[str]]] = {}
+        for name in [endpoint] if endpoint is not None else self.list():
+            transport, topology = self._endpoint_parts(name)
+            brokers.setdefault(id(transport), (transport, []))[1].append(topology.queue)
+        if not brokers:
+            brokers[id(self.transport)] = (self.transport, [])
+        return check_health(list(brokers.values()), dead_letter_threshold=dead_letter_threshold, timeout=timeout)
 
     def setup(self, name: str | None = None) -> None:
-        """Declares the exchange and the endpoint's queue and bindings (all endpoints when no name); idempotent."""
+        """Declares the endpoint's queue and its bindings (the exchange too for the AMQP endpoint; all endpoints
+        when no name); idempotent."""
         for endpoint in [name] if name is not None else self.list():
-            self._check_endpoint(endpoint)
-            self.transport.setup_endpoint(self.topology.endpoint(endpoint, self.routes))
+            transport, topology = self._endpoint_parts(endpoint)
+            transport.setup_endpoint(topology)
 
     def run(
         self,

@@ -10,9 +10,17 @@ state with any other ``Converter`` in the process.
   msgpack, PHP or Java serialized bodies are refused and never decoded.
 
 Types are checked, not coerced: ``"3"`` is not an ``int``, ``2.9`` is not an ``int``, ``true`` is not an
-``int``, ``1`` is not a ``str``; an ``int`` is accepted for a ``float``. JSON keys are camelCase by default
-(``person_id`` <-> ``personId``), in nested classes too. In-process dicts given for a class use the same keys
-as the wire.
+``int``, ``1`` is not a ``str``; an ``int`` is accepted for a ``float``. The *lenient scalars* mode
+(``Converter(lenient_scalars=True)``, ``conversion.scalars: lenient``) coerces scalars the way a PHP service's
+serializer does, for interoperability: a number for a ``str`` field (``77`` -> ``"77"``), whole-number text or a
+whole float for an ``int`` (``"77"``, ``77.0``), number text for a ``float``, and ``0``/``1``/``"true"``/
+``"false"``/``"1"``/``"0"`` for a ``bool``. JSON keys are camelCase by default (``person_id`` <-> ``personId``),
+in nested classes too. In-process dicts given for a class use the same keys as the wire.
+
+Type names (the ``__TypeId__`` header): a message class is known on the wire by ``module.QualifiedName``, or by the
+name it declares with :func:`type_name` (``@type_name("App\\Billing\\ChangeBillingDetails")``, the name another
+service knows it by). A plan for a base class or a union chooses the class to build from an incoming ``__TypeId__``:
+the target, a member of the union or any of their subclasses (attrs classes or dataclasses) known by that name.
 """
 
 from __future__ import annotations
@@ -20,13 +28,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
+import types
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import date, datetime
 from enum import Enum
-from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -39,10 +49,16 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from .errors import ConversionError, UnsupportedMediaTypeError
+from .errors import ConversionError, HandlerDefinitionError, UnsupportedMediaTypeError
 from .messages import MediaType
 
-__all__ = ["Converter", "PayloadPlan", "check_wire_media_type"]
+__all__ = ["Converter", "PayloadPlan", "check_wire_media_type", "type_name"]
+
+_T = TypeVar("_T", bound=type)
+
+#: The class attribute :func:`type_name` sets (read from the class's own ``__dict__``: a subclass is not its base).
+TYPE_NAME_ATTR: Final = "__container_messaging_type_name__"
+_CHOICES_CACHED: Final = 256
 
 _JSON: Final = MediaType.APPLICATION_JSON
 _TEXT: Final = MediaType.TEXT_PLAIN
@@ -123,6 +139,53 @@ def _structure_bool(value: Any, _: Any) -> Any:
     if value is True or value is False:
         return value
     raise _expected("bool")
+
+
+# Lenient scalars (``conversion.scalars: lenient``): what a PHP service's serializer coerces.
+
+_WHOLE_NUMBER_TEXT: Final = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOLEAN_TEXT: Final = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _lenient_int(value: Any, _: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _WHOLE_NUMBER_TEXT.fullmatch(value.strip()):
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _expected("int (lenient scalars: or a whole number as text)")
+
+
+def _lenient_float(value: Any, _: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value.strip())
+    raise _expected("float (lenient scalars: or a number as text)")
+
+
+def _lenient_str(value: Any, _: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _expected("str (lenient scalars: or a number)")
+
+
+def _lenient_bool(value: Any, _: Any) -> Any:
+    if value is True or value is False:
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+        return _BOOLEAN_TEXT[value.strip().lower()]
+    raise _expected("bool (lenient scalars: or 0, 1, 'true', 'false', '1', '0')")
+
+
+_STRICT_SCALARS: Final = {int: _structure_int, float: _structure_float, str: _structure_str, bool: _structure_bool}
+_LENIENT_SCALARS: Final = {int: _lenient_int, float: _lenient_float, str: _lenient_str, bool: _lenient_bool}
 
 
 def _structure_datetime(value: Any, _: Any) -> Any:
@@ -298,23 +361,79 @@ def check_wire_media_type(content_type: str) -> None:
         raise _refuse(ct, content_type)
 
 
+# --------------------------------------------------------------------------------------------- type names
+
+
+def type_name(name: str) -> Callable[[_T], _T]:
+    """Declares the name other services know a message class by, for the ``__TypeId__`` header (both ways):
+
+    .. code-block:: python
+
+        @type_name("App\\Billing\\ChangeBillingDetails")
+        @attrs.frozen
+        class ChangeBillingDetails: ...
+
+    ``convert_and_send_command`` then sends that name, and a handler whose payload parameter is a base class or a
+    union builds this class from a message carrying it. It only attaches the name; a subclass does not inherit it.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise HandlerDefinitionError(f"@type_name needs a non-empty name without surrounding spaces, got {name!r}")
+
+    def apply(cls: _T) -> _T:
+        if not isinstance(cls, type):
+            raise HandlerDefinitionError(f"@type_name({name!r}) must decorate a class, got {cls!r}")
+        setattr(cls, TYPE_NAME_ATTR, name)
+        return cls
+
+    return apply
+
+
+def _declared_type_name(cls: type) -> str | None:
+    declared = cls.__dict__.get(TYPE_NAME_ATTR)
+    return declared if isinstance(declared, str) else None
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) is Union or isinstance(tp, types.UnionType)
+
+
+def _family(roots: tuple[type, ...]) -> list[type]:
+    """The attrs classes and dataclasses among ``roots`` and all their subclasses, each once, in a stable order."""
+    found: list[type] = []
+    pending = list(roots)
+    while pending:
+        cls = pending.pop(0)
+        if cls in found:
+            continue
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return [cls for cls in found if _is_structured_class(cls)]
+
+
 # --------------------------------------------------------------------------------------------- the plan
+
+
+_Convert = Callable[[Any, str], Any]
 
 
 class PayloadPlan:
     """Converts one message payload to one target type; built once by :meth:`Converter.plan`.
 
-    ``plan(payload, content_type)`` returns the converted payload or raises :class:`ConversionError`
-    (:class:`UnsupportedMediaTypeError` for a content type that is unknown or refused).
+    ``plan(payload, content_type, type_id=None)`` returns the converted payload or raises :class:`ConversionError`
+    (:class:`UnsupportedMediaTypeError` for a content type that is unknown or refused). ``type_id``, the message's
+    ``__TypeId__``, chooses the class to build when the target is a base class or a union (see :func:`type_name`).
     """
 
-    __slots__ = ("_convert", "target")
+    __slots__ = ("_choose", "_convert", "target")
 
-    def __init__(self, target: Any, convert: Callable[[Any, str], Any]) -> None:
+    def __init__(self, target: Any, convert: _Convert, choose: Callable[[str], _Convert] | None = None) -> None:
         self.target = target
         self._convert = convert
+        self._choose = choose
 
-    def __call__(self, payload: Any, content_type: str) -> Any:
+    def __call__(self, payload: Any, content_type: str, type_id: Any = None) -> Any:
+        if type_id is not None and self._choose is not None and isinstance(type_id, str):
+            return self._choose(type_id)(payload, content_type)
         return self._convert(payload, content_type)
 
     def __repr__(self) -> str:
@@ -324,9 +443,13 @@ class PayloadPlan:
 class Converter:
     """Converts payloads for one messaging container (see the module documentation)."""
 
-    def __init__(self, *, camel_case: bool = True, forbid_unknown_keys: bool = False) -> None:
+    def __init__(
+        self, *, camel_case: bool = True, forbid_unknown_keys: bool = False, lenient_scalars: bool = False
+    ) -> None:
         self.camel_case = camel_case
         self.forbid_unknown_keys = forbid_unknown_keys
+        self.lenient_scalars = lenient_scalars
+        self._scalars = _LENIENT_SCALARS if lenient_scalars else _STRICT_SCALARS
         #: attribute name -> wire key, per attrs class / dataclass (filled when its hooks are generated)
         self._wire_names: dict[type, dict[str, str]] = {}
         self._plans: dict[Any, PayloadPlan] = {}
@@ -336,10 +459,7 @@ class Converter:
             unstruct_collection_overrides={AbstractSet: list},
         )
         for cls, hook in (
-            (int, _structure_int),
-            (float, _structure_float),
-            (str, _structure_str),
-            (bool, _structure_bool),
+            *self._scalars.items(),
             (datetime, _structure_datetime),
             (date, _structure_date),
             (uuid.UUID, _structure_uuid),
@@ -421,9 +541,10 @@ class Converter:
         return dict(self._wire_names_of(cls))
 
     def type_name(self, obj: Any) -> str:
-        """``module.QualName`` of ``obj``'s class (of ``obj`` itself when it is a class), for ``__TypeId__``."""
+        """The ``__TypeId__`` of ``obj``'s class (of ``obj`` itself when it is a class): the name it declares with
+        :func:`type_name`, else ``module.QualName``."""
         cls = obj if isinstance(obj, type) else type(obj)
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return _declared_type_name(cls) or f"{cls.__module__}.{cls.__qualname__}"
 
     # ------------------------------------------------------------------------------------------ planning
 
@@ -441,9 +562,12 @@ class Converter:
             return PayloadPlan(target, self._plan_str())
         if target is bytes:
             return PayloadPlan(target, self._plan_bytes())
+        roots, family = self._polymorphic_family(target)
         try:
             hook = self._cattrs.get_structure_hook(target)
         except StructureHandlerNotFoundError as exc:
+            if family:  # a plain base class (or a union) of message classes: the type name picks one
+                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, roots, None))
             raise ConversionError(
                 f"no conversion to {_describe_target(target)}",
                 (
@@ -452,12 +576,81 @@ class Converter:
                 ),
             ) from exc
         except Exception as exc:
+            if family:
+                return PayloadPlan(target, self._plan_unnamed(target, family), self._chooser(target, roots, None))
             raise ConversionError(f"no conversion to {_describe_target(target)}", (str(exc),)) from exc
         if _is_structured_class(target):
-            return PayloadPlan(target, self._plan_class(target, hook))
-        if _is_mapping_form(target) or _is_sequence_form(target):
-            return PayloadPlan(target, self._plan_collection(target, hook))
-        return PayloadPlan(target, self._plan_other(target, hook))
+            convert = self._plan_class(target, hook)
+        elif _is_mapping_form(target) or _is_sequence_form(target):
+            convert = self._plan_collection(target, hook)
+        else:
+            convert = self._plan_other(target, hook)
+        return PayloadPlan(target, convert, self._chooser(target, roots, convert) if family else None)
+
+    # ------------------------------------------------------------------------------------------ type names
+
+    def _polymorphic_family(self, target: Any) -> tuple[tuple[type, ...], list[type]]:
+        """The message classes a ``__TypeId__`` may choose for ``target``: a class and its subclasses, or the members
+        of a union and theirs (attrs classes and dataclasses); none for any other target. Returns the roots too (the
+        class, or the union's members), from which later subclasses are found."""
+        candidates = get_args(target) if _is_union(target) else (target,)
+        roots = tuple(
+            tp for tp in candidates if isinstance(tp, type) and tp.__module__ != "builtins" and not issubclass(tp, Enum)
+        )
+        family = _family(roots)
+        declared: dict[str, type] = {}
+        for cls in family:
+            name = _declared_type_name(cls)
+            if name is not None and declared.setdefault(name, cls) is not cls:
+                clash = f"{_describe_target(declared[name])} and {_describe_target(cls)}"
+                raise ConversionError(
+                    f"no conversion to {_describe_target(target)}", (f"{clash} both declare type name {name!r}",)
+                )
+        return roots, family
+
+    def _chooser(self, target: Any, roots: tuple[type, ...], default: _Convert | None) -> Callable[[str], _Convert]:
+        """For a message's ``__TypeId__``: the conversion to the class of the family of ``roots`` known by that name
+        (looked up once per name, among the classes that exist then), or ``default`` (the target's own conversion)."""
+        chosen: dict[str, _Convert] = {}
+
+        def choose(type_id: str) -> _Convert:
+            try:
+                return chosen[type_id]
+            except KeyError:
+                pass
+            candidates = _family(roots)  # subclasses defined since boot count too
+            match = next((cls for cls in candidates if self.type_name(cls) == type_id), None)
+            if match is not None and match is not target:
+                convert = self.plan(match)._convert
+            elif default is not None:
+                convert = default
+            else:
+                convert = self._plan_unnamed(target, candidates, type_id)
+            if len(chosen) >= _CHOICES_CACHED:
+                chosen.clear()
+            chosen[type_id] = convert
+            return convert
+
+        return choose
+
+    def _plan_unnamed(self, target: Any, family: list[type], type_id: str | None = None) -> _Convert:
+        """A target that cannot be built itself (a plain base class, a union no field tells apart) without a
+        ``__TypeId__`` naming one of ``family``: in process, an instance of the target; else an error."""
+        known = ", ".join(repr(self.type_name(cls)) for cls in family)
+        problem = (
+            f"the message's __TypeId__ {type_id!r} names none of its classes (known: {known})"
+            if type_id is not None
+            else f"the message has no __TypeId__ header naming one of its classes (known: {known})"
+        )
+        failure = self._failure
+        classes = tuple(family) + ((target,) if isinstance(target, type) else ())
+
+        def convert(payload: Any, content_type: str) -> Any:
+            if _base(content_type) == _PYOBJ and isinstance(payload, classes):
+                return payload
+            raise failure(_base(content_type), target, (problem,))
+
+        return convert
 
     def _failure(self, ct: str, target: Any, errors: tuple[str, ...]) -> ConversionError:
         return ConversionError(f"cannot convert {ct} payload to {_describe_target(target)}", errors)
@@ -747,6 +940,8 @@ class Converter:
         other_hook = None if other is None else self._cattrs.get_structure_hook(other)
         mismatch = f"invalid value for type, expected {_label(tp)}"
 
+        lenient = [self._scalars[member] for member in members if member in _PRIMITIVES] if self.lenient_scalars else []
+
         def structure(value: Any, _: Any) -> Any:
             kind = value.__class__
             if kind in classes:
@@ -758,6 +953,11 @@ class Converter:
                     return literal
             if other_hook is not None:
                 return other_hook(value, other)
+            for coerce in lenient:  # lenient scalars: the first member the value can be coerced to
+                try:
+                    return coerce(value, None)
+                except _Mismatch:
+                    continue
             raise _Mismatch(mismatch)
 
         return structure

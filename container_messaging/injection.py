@@ -12,6 +12,10 @@ an index ``{type: (name, provider)}`` and answers "which provider gives me a ``T
    the same way, by their type hints, at once (so a missing dependency is an error when the container is built,
    naming the class and the parameter, not at the first message).
 
+A parameter annotated ``Annotated[T, Named("name")]`` gets the provider registered under that name instead (e.g.
+a distributed bus other than the default one); a name nothing is registered under, or whose provider gives no
+``T``, is an error naming the parameter.
+
 A constructor parameter keeps its default when nothing provides its type; ``T | None`` without a default gets
 ``None``; a cycle is a :class:`ContainerError` naming the chain.  Classes of the standard library's basic modules
 and of container_messaging itself are never autowired: they are provided explicitly or not at all.
@@ -23,13 +27,23 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+import attrs
 from dependency_injector import containers, providers
 
 from container_messaging.errors import AmbiguousDependencyError, ContainerError, MissingDependencyError
 
-__all__ = ["Injector"]
+__all__ = ["Injector", "Named"]
+
+
+@attrs.frozen
+class Named:
+    """Asks for what is registered under a name rather than for a type: ``bus: Annotated[DistributedBus,
+    Named("internal_bus")]`` in a constructor or a handler's parameters (the same as ``container.get("name")``)."""
+
+    name: str
+
 
 _NOT_AUTOWIRED: Final = frozenset({"builtins", "typing", "collections.abc", "abc", "types"})
 _FRAMEWORK: Final = "container_messaging"
@@ -65,7 +79,10 @@ def _provided_type(provider: Any) -> type | None:
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """``T | None`` (or ``Optional[T]``) as ``(T, True)``; anything else as ``(tp, False)``."""
+    """``T | None`` (or ``Optional[T]``) as ``(T, True)``; anything else as ``(tp, False)`` (``Annotated`` is
+    looked through)."""
+    if typing.get_origin(tp) is Annotated:
+        tp = tp.__origin__
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1 and len(typing.get_args(tp)) == 2:
@@ -117,8 +134,14 @@ class Injector:
         self._refused[tp] = error
 
     def provider_for(self, tp: Any, where: str) -> Any:
-        """The provider of ``tp`` (explicit, then a subclass provided explicitly, then autowired); ``where`` names
-        who needs it, for the error when nothing can provide it."""
+        """The provider of ``tp`` (explicit, then a subclass provided explicitly, then autowired; the one registered
+        under the name of ``Annotated[T, Named(name)]``); ``where`` names who needs it, for the error when nothing
+        can provide it."""
+        if typing.get_origin(tp) is Annotated:
+            named = next((m for m in tp.__metadata__ if isinstance(m, Named)), None)
+            tp = tp.__origin__
+            if named is not None:
+                return self._named(named.name, _unwrap_optional(tp)[0], where)
         tp, _optional = _unwrap_optional(tp)
         found = self._by_type.get(tp)
         if found is not None:
@@ -140,6 +163,18 @@ class Injector:
         if subclass is not None:
             return subclass
         return self._autowire(tp, where)
+
+    def _named(self, name: str, tp: Any, where: str) -> Any:
+        provider = self.di.providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(n for n in self.di.providers if not n.startswith("_")))
+            raise MissingDependencyError(f"no provider named {name!r}, needed by {where} (known: {known})")
+        provided = _provided_type(provider)
+        if isinstance(tp, type) and provided is not None and not issubclass(provided, tp):
+            raise ContainerError(
+                f"{where} asks for {_type_name(tp)} named {name!r}, but that provider gives {_type_name(provided)}"
+            )
+        return provider
 
     def _explicit_subclass(self, tp: type, where: str) -> Any:
         """The one explicit provider of a subclass of ``tp`` (None when there is none; an error when several)."""
@@ -182,7 +217,7 @@ class Injector:
         if init is object.__init__:
             return {}
         try:
-            hints = typing.get_type_hints(init)
+            hints = typing.get_type_hints(init, include_extras=True)
             params = list(inspect.signature(init).parameters.values())[1:]
         except Exception as exc:
             raise ContainerError(f"cannot read the constructor of {_type_name(cls)}: {exc}") from exc

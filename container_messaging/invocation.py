@@ -19,7 +19,7 @@ from typing import Annotated, Any, Final, Protocol
 
 from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
 from container_messaging.markers import HandlerKind, is_transactional
-from container_messaging.messages import ID, Header, Headers, Message
+from container_messaging.messages import ID, TYPE_ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
 __all__ = ["Handler", "PayloadConverter", "Transactions", "build_handler", "current_message", "handler_failure"]
@@ -41,9 +41,10 @@ ArgGetter = Callable[[Message], Any]
 
 
 class PayloadConverter(Protocol):
-    """What invocation needs of the converter: a per-target conversion plan made once."""
+    """What invocation needs of the converter: a per-target conversion plan made once, called with the payload, the
+    content type and the message's ``__TypeId__``."""
 
-    def plan(self, target: Any) -> Callable[[Any, str], Any]: ...
+    def plan(self, target: Any) -> Callable[[Any, str, Any], Any]: ...
 
 
 Resolver = Callable[[Any, str], Callable[[], Any]]
@@ -243,7 +244,7 @@ def _parameter_getters(
                 )
         else:
             try:
-                provider = resolve(_strip_annotated(annotation), f"parameter {param.name!r} of handler {name}")
+                provider = resolve(annotation, f"parameter {param.name!r} of handler {name}")
             except MissingDependencyError:
                 if param.default is not inspect.Parameter.empty:
                     continue  # the Python default applies
@@ -322,7 +323,7 @@ def _payload_class(found: FoundHandler, target: Any, has_payload: bool) -> type 
 def _compile(
     function: Callable[..., Any],
     instance: Callable[[], Any] | None,
-    convert: Callable[[Any, str], Any] | None,
+    convert: Callable[[Any, str, Any], Any] | None,
     getters: list[tuple[str, ArgGetter, bool]],
 ) -> Callable[[Message], Any]:
     positional = tuple(g for _, g, kw in getters if not kw)
@@ -331,15 +332,18 @@ def _compile(
     def target(message: Message) -> Callable[..., Any]:
         return function.__get__(instance()) if instance is not None else function
 
-    # The common shapes get a call without generic argument building.
+    # The common shapes get a call without generic argument building. The payload's conversion gets the message's
+    # __TypeId__: it chooses the class when the payload parameter is a base class or a union.
     if instance is not None and convert is not None and not keywords:
         if not positional:
-            return lambda m: function(instance(), convert(m.payload, m.content_type))
+            return lambda m: function(instance(), convert(m.payload, m.content_type, m.headers.get(TYPE_ID)))
         if positional == (_headers,):
-            return lambda m: function(instance(), convert(m.payload, m.content_type), m.headers)
+            return lambda m: function(instance(), convert(m.payload, m.content_type, m.headers.get(TYPE_ID)), m.headers)
 
     def call(message: Message) -> Any:
-        args = [convert(message.payload, message.content_type)] if convert is not None else []
+        args = []
+        if convert is not None:
+            args.append(convert(message.payload, message.content_type, message.headers.get(TYPE_ID)))
         args.extend(g(message) for g in positional)
         kwargs = {n: g(message) for n, g in keywords}
         return target(message)(*args, **kwargs)

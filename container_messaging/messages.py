@@ -16,6 +16,7 @@ import attrs
 __all__ = [
     "CONTENT_TYPE",
     "CORRELATION_ID",
+    "ECOTONE_FRAMEWORK_HEADERS",
     "FRAMEWORK_HEADERS",
     "FailureHeader",
     "Header",
@@ -45,11 +46,39 @@ RETRY_NUMBER: Final = "ecotone_retry_number"
 #: The one handler a retry copy or a dead letter entry is for (the other handlers of an event do not run again).
 TARGET_HANDLER: Final = "container_messaging.handler"
 
+#: Ecotone's framework headers (``MessageHeaders`` and its consumers' headers): they describe one message's trip
+#: through an Ecotone service (the channel it was polled from, its acknowledgement, its reply channel...) and, like
+#: Ecotone, this framework never copies them onto the messages a handler sends. The ``ecotone.`` and ``amqp_``
+#: headers Ecotone writes are framework headers by their prefix.
+ECOTONE_FRAMEWORK_HEADERS: Final = frozenset(
+    {
+        "contentEncoding",
+        "replyChannel",
+        "errorChannel",
+        "sequenceNumber",
+        "sequenceSize",
+        "priority",
+        "duplicateMessage",
+        "timeToLive",
+        "deliveryDelay",
+        "polledChannelName",
+        "consumerPollingMetadata",
+        "consumerAcknowledgeCallbackHeader",
+        "replyContentType",
+        "streamBasedSourced",
+        "channelSendRetryNumber",
+        "aggregate.id",
+    }
+)
+#: The header whose value names another header holding an Ecotone consumer's acknowledgement callback.
+_ECOTONE_ACKNOWLEDGE_LOCATION: Final = "consumerAcknowledgeCallbackHeader"
+
 #: Headers that belong to one message and are never copied onto the messages its handler sends.
 FRAMEWORK_HEADERS: Final = frozenset(
     {ID, CORRELATION_ID, PARENT_ID, TIMESTAMP, CONTENT_TYPE, TYPE_ID, ROUTING_SLIP, RETRY_NUMBER}
+    | ECOTONE_FRAMEWORK_HEADERS
 )
-_FRAMEWORK_PREFIXES: Final = ("ecotone.", "failure.", "x-", "container_messaging.")
+_FRAMEWORK_PREFIXES: Final = ("ecotone.", "amqp_", "failure.", "x-", "container_messaging.")
 
 
 class FailureHeader:
@@ -219,5 +248,12 @@ def new_headers(
 
 
 def user_metadata(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """The headers a user put on a message: everything but the framework's own."""
-    return {k: v for k, v in headers.items() if k not in FRAMEWORK_HEADERS and not k.startswith(_FRAMEWORK_PREFIXES)}
+    """The headers a user put on a message: everything but the framework's own (this framework's and Ecotone's:
+    :data:`FRAMEWORK_HEADERS`, the ``ecotone.``, ``amqp_``, ``failure.``, ``x-`` and ``container_messaging.``
+    headers, and the header an Ecotone consumer's ``consumerAcknowledgeCallbackHeader`` names)."""
+    acknowledge = headers.get(_ECOTONE_ACKNOWLEDGE_LOCATION)
+    return {
+        k: v
+        for k, v in headers.items()
+        if k not in FRAMEWORK_HEADERS and not k.startswith(_FRAMEWORK_PREFIXES) and k != acknowledge
+    }

@@ -5,6 +5,10 @@ user service sends three ``billing.changeDetails`` commands. Billing handles eac
 ``billing.detailsWereChanged``, which the user and ticket services both receive. Every consumer stops by itself
 after its messages (``--handled-message-limit``), and the demo checks that each handled what it should.
 Set CONTAINER_MESSAGING_URL (e.g. ``pyamqp://guest:guest@127.0.0.1:5672//``) to run the same over RabbitMQ.
+
+``--mode amqp`` (the default) runs the services of ``configs/`` with Ecotone's AMQP distributed bus (one endpoint
+per service, named after it); ``--mode service_map`` runs those of ``configs/service_map/`` with the Service Map of
+``configs/shared/service_map.yaml`` (one endpoint per service, named after its channel). The handlers are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"billing": "billing.yaml", "ticket": "ticket.ini", "user": "user.yaml"}
+#: per mode: the folder of the services' configurations, and each service's endpoint
+MODES = {
+    "amqp": (ROOT / "configs", {"billing": "billing", "ticket": "ticket", "user": "user"}),
+    "service_map": (
+        ROOT / "configs" / "service_map",
+        {"billing": "distributed_billing", "ticket": "distributed_ticket", "user": "distributed_user"},
+    ),
+}
 
 
 def _cli(*args: str) -> list[str]:
@@ -35,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=3, help="how many commands the user service sends")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the consumers")
+    parser.add_argument("--mode", choices=sorted(MODES), default="amqp", help="the distributed bus's mode")
     parser.add_argument(
-        "--config-dir", default=str(ROOT / "configs"), help="where billing.yaml, ticket.ini and user.yaml are"
+        "--config-dir", help="where billing.yaml, ticket.ini and user.yaml are (default: the mode's folder)"
     )
     args = parser.parse_args(argv)
+    default_dir, endpoints = MODES[args.mode]
 
     data = tempfile.mkdtemp(prefix="container-messaging-demo-")
     env = {
@@ -48,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     url = env.get("CONTAINER_MESSAGING_URL", "embedded://")
-    print(f"transport: {url.split('@')[-1] if '@' in url else url}   data folder: {data}\n", flush=True)
+    print(
+        f"mode: {args.mode}   transport: {url.split('@')[-1] if '@' in url else url}   data folder: {data}\n",
+        flush=True,
+    )
 
-    configs = {name: str(Path(args.config_dir) / file) for name, file in SERVICES.items()}
+    configs = {name: str(Path(args.config_dir or default_dir) / file) for name, file in SERVICES.items()}
     for name, config in configs.items():
-        subprocess.run(_cli("--config", config, "setup", name), cwd=ROOT, env=env, check=True)
+        subprocess.run(_cli("--config", config, "setup", endpoints[name]), cwd=ROOT, env=env, check=True)
 
     consumers: dict[str, subprocess.Popen[str]] = {}
     outputs: dict[str, list[str]] = {}
@@ -63,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--config",
                 config,
                 "run",
-                name,
+                endpoints[name],
                 "--handled-message-limit",
                 str(args.count),
                 "--execution-time-limit",

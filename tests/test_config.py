@@ -362,8 +362,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "app.yaml", "transprot:\n  url: memory://\n")
     message = error_of(path)
     assert message == (
-        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
-        "recoverability, scan, service_name, transport)"
+        f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
+        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, transport)"
     )
 
 
@@ -620,6 +620,10 @@ def test_as_dict_round_trip(tmp_path: Path) -> None:
         "recoverability",
         "consumer",
         "deduplication",
+        "channels",
+        "consume",
+        "service_map",
+        "distributed_buses",
     }
     assert all(type(data[group]) is dict for group in ("transport", "conversion", "distribution"))
     assert settings_from_dict(data) == settings
@@ -707,8 +711,9 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
         "transprot: {}\nscan: [billing, 7]\ntransport:\n  prefetch_count: abc\n  bogus: 1\n",
     )
     assert error_of(path) == (
-        f"{path}: unknown key 'transprot' (known: consumer, conversion, deduplication, distribution, "
-        "recoverability, scan, service_name, transport); scan[1]: expected a module name string, got int 7; "
+        f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
+        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, "
+        "transport); scan[1]: expected a module name string, got int 7; "
         "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
         "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, ssl, "
         "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
@@ -762,3 +767,210 @@ def test_config_path_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch
     """Without an explicit environ, config_path reads os.environ."""
     monkeypatch.setenv(CONFIG_ENV, "from-os-environ.yaml")
     assert config_path() == "from-os-environ.yaml"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Channels, service maps, several buses
+
+SHARED_MAP = """\
+channels:
+  distributed_billing: {url: "redis://:s3cret@127.0.0.1:6379/0"}
+  distributed_ticket: null
+commands:
+  billing: distributed_billing
+  ticket: distributed_ticket
+events:
+  - channel: distributed_ticket
+    subscription_keys: ["billing.*"]
+  - channel: distributed_billing
+    exclude_publishing_services: [ticket]
+"""
+
+
+def test_a_service_map_file_is_read_relative_to_the_configuration_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service_map: {file: ../shared/map.yaml} reads the map from that file, relative to the configuration file's
+    folder whatever the working directory, and a YAML and an INI configuration including it say the same."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "ticket").mkdir()
+    write(tmp_path / "shared", "map.yaml", SHARED_MAP)
+    yaml_path = write(
+        tmp_path / "ticket",
+        "ticket.yaml",
+        "service_name: ticket\nservice_map: {file: ../shared/map.yaml}\nconsume: [distributed_ticket]\n",
+    )
+    ini_path = write(
+        tmp_path / "ticket",
+        "ticket.ini",
+        """\
+        [container_messaging]
+        service_name = ticket
+        consume = distributed_ticket
+
+        [service_map]
+        file = ../shared/map.yaml
+        """,
+    )
+    monkeypatch.chdir(tmp_path / "shared")  # not the configuration's folder
+    settings = load_settings(yaml_path)
+    assert settings == load_settings(ini_path)
+    service_map = settings.service_map
+    assert service_map is not None
+    assert service_map.source == str(tmp_path / "shared" / "map.yaml")
+    assert dict(service_map.commands) == {"billing": "distributed_billing", "ticket": "distributed_ticket"}
+    assert service_map.events[0].subscription_keys == ("billing.*",)
+    assert service_map.events[1].subscription_keys is None  # left out: every event
+    assert service_map.events[1].exclude_publishing_services == ("ticket",)
+    assert settings.all_channels()["distributed_billing"].url == "redis://:s3cret@127.0.0.1:6379/0"
+    assert "s3cret" not in repr(settings)
+    assert settings_from_dict(settings.as_dict()) == settings  # the included map by its content
+
+
+def test_errors_in_an_included_map_name_the_file_and_the_key_inside_it(tmp_path: Path) -> None:
+    """A bad key in an included map file is reported with the including key, the included file and the key path
+    inside it; a missing included file names the path it looked for."""
+    write(tmp_path, "broken.yaml", "commands: {billing: 3}\nevents: [{subscription_keys: [a]}]\n")
+    path = write(
+        tmp_path,
+        "app.yaml",
+        """\
+        service_name: x
+        service_map: {file: broken.yaml}
+        distributed_buses:
+          other: {service_map: {file: missing.yaml}}
+        """,
+    )
+    assert error_of(path) == (
+        f"{path}: service_map.file: {tmp_path / 'broken.yaml'}: commands.billing: expected a string, got int 3; "
+        "events[0].channel: missing (it has no default); "
+        f"distributed_buses.other.service_map.file: {tmp_path / 'missing.yaml'}: no such file"
+    )
+
+
+def test_references_between_keys_are_checked_together(tmp_path: Path) -> None:
+    """A channel defined twice differently, a map or consume naming an undefined channel, the default bus configured
+    twice, and consuming without a service name: each is named by its key, all in one error."""
+    write(tmp_path, "map.yaml", SHARED_MAP)
+    path = write(
+        tmp_path,
+        "app.yaml",
+        """\
+        service_map: {file: map.yaml}
+        channels:
+          distributed_billing: {url: "memory://"}
+        consume: [distributed_ticket, nowhere]
+        distributed_buses:
+          distributed_bus: {}
+          internal: {service_map: {commands: {audit: audit_in}}}
+        """,
+    )
+    message = error_of(path)
+    assert message.startswith(f"{path}: distributed_buses.distributed_bus: the default bus is configured twice")
+    for part in (
+        f"service_map.channels.distributed_billing (in {tmp_path / 'map.yaml'}): channel 'distributed_billing' is "
+        "also defined at channels.distributed_billing, differently: define it once",
+        "distributed_buses.internal.service_map.commands.audit: channel 'audit_in' is not defined in channels or in "
+        "a service map (defined: distributed_billing, distributed_ticket)",
+        "consume[1]: channel 'nowhere' is not defined",
+        "consume: consuming channels needs a configured service_name",
+        "service_map: a distributed bus needs a configured service_name",
+    ):
+        assert part in message
+
+
+def test_map_entries_are_checked_by_their_index_and_name(tmp_path: Path) -> None:
+    """Bad names, a non-mapping entry, include and exclude together, and the older form mixed with the newer: each
+    named by its path."""
+    path = write(
+        tmp_path,
+        "app.yaml",
+        """\
+        service_name: x
+        channels: {"bad name": {}, good: null}
+        service_map:
+          commands: {"x y": good}
+          events:
+            - 5
+            - {channel: good, exclude_publishing_services: [a], include_publishing_services: b}
+            - {channel: good, subscription_keys: ["a b"]}
+        distributed_buses:
+          9bus: {}
+          other: {service_map: {services: [{service: s, channel: good}], commands: {s: good}}}
+        """,
+    )
+    message = error_of(path)
+    for part in (
+        "channels.bad name: 'bad name' is not a channel name",
+        "service_map.commands.x y: 'x y' is not a service name",
+        "service_map.events[0]: expected a mapping of event mapping settings, got int 5",
+        "service_map.events[1].include_publishing_services: cannot be used together with exclude_publishing_services",
+        "service_map.events[2].subscription_keys[0]: 'a b' is not a routing key or glob",
+        "distributed_buses.9bus: '9bus' is not a bus name",
+        "distributed_buses.other.service_map.services: the older single form (services) and commands/events cannot "
+        "be mixed",
+    ):
+        assert part in message, part
+
+
+def test_ini_gives_channels_and_buses_in_dotted_sections(tmp_path: Path) -> None:
+    """[channels.NAME], [service_map.commands] and [distributed_buses.NAME.service_map] put their keys at that path;
+    an undotted [channels] is an unknown section listing the known forms."""
+    write(tmp_path, "map.yaml", SHARED_MAP)
+    path = write(
+        tmp_path,
+        "app.ini",
+        """\
+        [container_messaging]
+        service_name = billing
+        consume = distributed_billing, local
+
+        [channels.local]
+        url = memory://
+
+        [service_map.commands]
+        ticket = local
+
+        [distributed_buses.internal_bus.service_map]
+        file = map.yaml
+
+        [distributed_buses.legacy_bus]
+        """,
+    )
+    settings = load_settings(path)
+    assert settings.consume == ("distributed_billing", "local")
+    assert settings.all_channels()["local"].url == "memory://"
+    assert settings.service_map is not None and dict(settings.service_map.commands) == {"ticket": "local"}
+    buses = settings.buses()
+    assert list(buses) == ["distributed_bus", "internal_bus", "legacy_bus"]
+    assert buses["legacy_bus"].service_map is None
+    internal = buses["internal_bus"].service_map
+    assert internal is not None and internal.source == str(tmp_path / "map.yaml")
+    bad = write(tmp_path, "bad.ini", "[container_messaging]\nservice_name = x\n[channels]\na = b\n")
+    assert "unknown section [channels] (known: " in error_of(bad)
+    assert "[channels.NAME]" in error_of(bad)
+
+
+def test_new_options_of_conversion_and_distribution_are_checked(tmp_path: Path) -> None:
+    """conversion.scalars is strict or lenient, distribution.unsubscribed_events drop or error (the defaults are
+    strict and drop)."""
+    assert (Settings().conversion.scalars, Settings().distribution.unsubscribed_events) == ("strict", "drop")
+    path = write(tmp_path, "app.yaml", "conversion: {scalars: loose}\ndistribution: {unsubscribed_events: raise}\n")
+    assert error_of(path) == (
+        f"{path}: conversion.scalars: must be one of 'strict', 'lenient', got 'loose'; "
+        "distribution.unsubscribed_events: must be one of 'drop', 'error', got 'raise'"
+    )
+
+
+def test_settings_built_in_code_check_channels_and_maps() -> None:
+    """Settings built in code check the nested keys by type and name and the references between them."""
+    from container_messaging.config import ChannelSettings, ServiceMapSettings
+
+    with pytest.raises(ConfigurationError, match=r"Settings\.channels\.a: expected a ChannelSettings, got 'x'"):
+        Settings(channels={"a": "x"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match=r"ServiceMapSettings\.commands\.b: 'c d' is not a channel name"):
+        ServiceMapSettings(commands={"b": "c d"})
+    with pytest.raises(ConfigurationError, match=r"Settings\.consume\[0\]: channel 'a' is not defined"):
+        Settings(service_name="x", consume=("a",))
+    settings = Settings(service_name="x", channels={"a": ChannelSettings()}, consume=("a",))
+    assert settings.all_channels() == {"a": ChannelSettings()}

@@ -65,7 +65,7 @@ def test_health_gives_up_at_the_timeout_on_a_broker_that_never_answers() -> None
 
     started = time.monotonic()
     try:
-        report = check_health(Stuck(), ["q"], timeout=0.3)
+        report = check_health([(Stuck(), ["q"])], timeout=0.3)
     finally:
         release.set()
     assert time.monotonic() - started < 2.0

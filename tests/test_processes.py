@@ -25,7 +25,7 @@ def _demo(
 ) -> subprocess.CompletedProcess[str]:
     config_dir = tmp_path / "configs"
     config_dir.mkdir()
-    for config in (ROOT / "configs").iterdir():
+    for config in (path for path in (ROOT / "configs").iterdir() if path.is_file()):
         text = config.read_text()
         if distribution:
             if config.suffix == ".ini":

@@ -1,13 +1,28 @@
-"""``DistributedBus``: Ecotone's five distribution operations, in snake_case (the outbound side)."""
+"""``DistributedBus``: Ecotone's five distribution operations, in snake_case (the outbound side).
+
+Where a message goes is the bus's :class:`Route`, one per mode, chosen per bus by its configuration; the API, the
+checks and the headers are the same in both:
+
+- :class:`ExchangeRoute`, Ecotone's AMQP distributed bus: everything is published on the topic exchange
+  (``ecotone.distributed``) with the target service (commands, messages) or the event's key as routing key, and the
+  broker's bindings route it; ``ecotone.amqp.distributed.service_target`` names that routing key.
+- :class:`ServiceMapRoute`, Ecotone's Distributed Bus with Service Map: the map picks the channel(s) and each copy is
+  put on the channel's queue, on whichever broker that channel lives.
+"""
 
 from __future__ import annotations
 
+import abc
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
+
 from container_messaging.conversion import Converter
+from container_messaging.distributed.channels import Channels
+from container_messaging.distributed.service_map import ServiceMap
 from container_messaging.distributed.topology import (
     PAYLOAD_TYPE,
     ROUTING_KEY,
@@ -15,7 +30,6 @@ from container_messaging.distributed.topology import (
     SERVICE_TARGET,
     SOURCE_SERVICE,
     TARGET_SERVICE,
-    DistributedTopology,
     PayloadType,
 )
 from container_messaging.distributed.validation import (
@@ -24,46 +38,147 @@ from container_messaging.distributed.validation import (
     check_metadata,
     check_routing_key,
 )
-from container_messaging.errors import ConversionError
+from container_messaging.errors import ConversionError, UnroutableMessageError
 from container_messaging.invocation import current_message
 from container_messaging.messages import ID, ROUTING_SLIP, TYPE_ID, MediaType, new_headers
 from container_messaging.transports.base import BaseTransport, OutboundMessage
 
-__all__ = ["DistributedBus"]
+__all__ = ["Address", "DistributedBus", "ExchangeRoute", "Route", "ServiceMapRoute"]
 
 Metadata = Mapping[str, Any] | None
+
+
+@attrs.frozen
+class Address:
+    """Where one message goes, decided before it is built: the AMQP routing key and mandatory flag (exchange mode),
+    or the channels (service map mode), and the headers the mode adds."""
+
+    routing_key: str
+    mandatory: bool = False
+    channels: tuple[str, ...] = ()
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+class Route(abc.ABC):
+    """Where a distributed bus puts what it sends: :meth:`address` decides (and refuses what can go nowhere, before
+    anything is sent); :meth:`publish` sends addressed messages, one or a batch."""
+
+    #: the mode's name, for reprs and errors
+    mode: str
+
+    @abc.abstractmethod
+    def address(self, source: str, payload_type: str, destination: str | None, routing_key: str) -> Address:
+        """Where a message of ``payload_type`` from service ``source`` to ``destination`` (None for events) with
+        ``routing_key`` goes."""
+
+    @abc.abstractmethod
+    def publish(self, messages: Sequence[tuple[Address, OutboundMessage]]) -> None:
+        """Sends each message where its address says."""
+
+
+class ExchangeRoute(Route):
+    """Ecotone's AMQP distributed bus: the topic exchange routes. Commands and messages are mandatory (a destination
+    without a queue is an :class:`UnroutableMessageError`); events too when ``events_mandatory`` (Ecotone 1.326's
+    behaviour), else an event no service is bound to is dropped. With ``auto_declare``, the exchange is declared
+    before the first publish."""
+
+    mode = "amqp"
+
+    def __init__(
+        self, transport: BaseTransport, exchange: str, *, auto_declare: bool = True, events_mandatory: bool = False
+    ) -> None:
+        self._transport = transport
+        self.exchange = exchange
+        self._exchange_ready = not auto_declare
+        self._events_mandatory = events_mandatory
+
+    def __repr__(self) -> str:
+        return f"<ExchangeRoute exchange={self.exchange!r} {self._transport!r}>"
+
+    def address(self, source: str, payload_type: str, destination: str | None, routing_key: str) -> Address:
+        amqp_key = destination if destination is not None else routing_key
+        mandatory = payload_type != PayloadType.EVENT or self._events_mandatory
+        return Address(amqp_key, mandatory, headers={SERVICE_TARGET: amqp_key})
+
+    def publish(self, messages: Sequence[tuple[Address, OutboundMessage]]) -> None:
+        if not self._exchange_ready:
+            self._transport.declare_exchange(self.exchange)
+            self._exchange_ready = True
+        if len(messages) == 1:
+            address, message = messages[0]
+            self._transport.publish(self.exchange, message, mandatory=address.mandatory)
+        else:
+            self._transport.publish_many(self.exchange, [(message, address.mandatory) for address, message in messages])
+
+
+class ServiceMapRoute(Route):
+    """Ecotone's Distributed Bus with Service Map: the map picks the channel of a command's or message's target, or
+    the channels an event goes to, and each copy is put on the channel's queue (``send_to_queue``), on the broker
+    that channel lives on. An event no channel wants is dropped, or, with ``events_mandatory``, an
+    :class:`UnroutableMessageError`."""
+
+    mode = "service map"
+
+    def __init__(self, service_map: ServiceMap, channels: Channels, *, events_mandatory: bool = False) -> None:
+        self.service_map = service_map
+        self._channels = channels
+        self._events_mandatory = events_mandatory
+
+    def __repr__(self) -> str:
+        return f"<ServiceMapRoute channels={list(self.service_map.channels)!r}>"
+
+    def address(self, source: str, payload_type: str, destination: str | None, routing_key: str) -> Address:
+        if destination is not None:
+            return Address(routing_key, True, (self.service_map.channel_for(destination),))
+        channels = self.service_map.event_channels(source, routing_key)
+        if not channels and self._events_mandatory:
+            raise UnroutableMessageError(
+                f"no channel of the service map subscribes to event {routing_key!r} published by {source!r} "
+                "(distribution.unsubscribed_events is 'error'); map a channel to it under events"
+            )
+        return Address(routing_key, False, channels)
+
+    def publish(self, messages: Sequence[tuple[Address, OutboundMessage]]) -> None:
+        for address, message in messages:
+            for channel in address.channels:
+                self._channels.prepare(channel)
+                queue = self._channels.get(channel).queue
+                self._channels.transport(channel).send_to_queue(queue, attrs.evolve(message, routing_key=queue))
 
 
 class DistributedBus:
     """Sends commands and messages to named services and publishes events to every subscribed service.
 
-    Resolvable from the container by type and as ``"distributed_bus"``. A message no consumer could take is refused
-    before anything is sent (:mod:`container_messaging.distributed.validation`). With ``auto_declare``, the exchange
-    is declared before the first publish.
+    The default bus is resolvable from the container by type and as ``"distributed_bus"``; other buses by their
+    reference name (``container.get("internal_bus")``, ``Annotated[DistributedBus, Named("internal_bus")]``). A
+    message no consumer could take is refused before anything is sent
+    (:mod:`container_messaging.distributed.validation`); where it goes is the bus's :class:`Route`.
     """
 
     def __init__(
         self,
         *,
         service_name: str,
-        transport: BaseTransport,
         converter: Converter,
-        topology: DistributedTopology,
-        auto_declare: bool = True,
+        route: Route,
+        name: str = "distributed_bus",
     ) -> None:
         self._service_name = service_name
-        self._transport = transport
         self._converter = converter
-        self._topology = topology
-        self._exchange_ready = not auto_declare
-        self._batch: contextvars.ContextVar[list[tuple[OutboundMessage, bool]] | None] = contextvars.ContextVar(
-            "distributed_bus_batch", default=None
+        self._route = route
+        self.name = name
+        self._batch: contextvars.ContextVar[list[tuple[Address, OutboundMessage]] | None] = contextvars.ContextVar(
+            f"distributed_bus_batch_{name}", default=None
         )
 
     def __repr__(self) -> str:
-        return (
-            f"<DistributedBus service={self._service_name!r} exchange={self._topology.exchange!r} {self._transport!r}>"
-        )
+        route = self._route
+        return f"<DistributedBus {self.name!r} service={self._service_name!r} mode={route.mode!r} {route!r}>"
+
+    @property
+    def mode(self) -> str:
+        """How this bus decides where messages go: ``"amqp"`` (Ecotone's AMQP distributed bus) or ``"service map"``."""
+        return self._route.mode
 
     # -- Ecotone's API -----------------------------------------------------------------------------------------------
 
@@ -123,28 +238,22 @@ class DistributedBus:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Collects what is sent inside the block and publishes it when the block ends: with RabbitMQ publisher
-        confirms, one wait confirms the whole batch instead of one round trip per message. Nothing is published if
-        the block raises; when the block returns, every message was confirmed (or an error says what was not).
-        Nested batches join the outer one."""
+        confirms, one wait confirms the whole batch instead of one round trip per message (exchange mode). Nothing
+        is published if the block raises; when the block returns, every message was confirmed (or an error says
+        what was not). Nested batches join the outer one. Where each message goes is decided when it is sent."""
         if self._batch.get() is not None:
             yield
             return
-        collected: list[tuple[OutboundMessage, bool]] = []
+        collected: list[tuple[Address, OutboundMessage]] = []
         token = self._batch.set(collected)
         try:
             yield
         finally:
             self._batch.reset(token)
         if collected:
-            self._ensure_exchange()
-            self._transport.publish_many(self._topology.exchange, collected)
+            self._route.publish(collected)
 
     # -- the shared path -------------------------------------------------------------------------------------------
-
-    def _ensure_exchange(self) -> None:
-        if not self._exchange_ready:
-            self._transport.declare_exchange(self._topology.exchange)
-            self._exchange_ready = True
 
     @staticmethod
     def _raw(payload: str | bytes, what: str) -> bytes:
@@ -171,31 +280,29 @@ class DistributedBus:
         media_type: str,
         metadata: Metadata,
     ) -> None:
-        """Checks the message (:mod:`.validation`: nothing a consumer would refuse leaves), builds its headers and
-        publishes it, or adds it to the batch."""
+        """Checks the message (:mod:`.validation`: nothing a consumer would refuse leaves), asks the route where it
+        goes, builds its headers and publishes it, or adds it to the batch."""
         if payload_type != PayloadType.EVENT:
             check_destination(destination)
         check_routing_key(routing_key, "target channel name" if payload_type == PayloadType.MESSAGE else "routing key")
         check_media_type(media_type)
         if metadata is not None:
             check_metadata(metadata, media_type)
-        amqp_key = destination if destination is not None else routing_key
+        address = self._route.address(self._service_name, payload_type, destination, routing_key)
         headers = new_headers(media_type, metadata, current_message.get())
         headers[PAYLOAD_TYPE] = payload_type
         headers[ROUTING_KEY] = routing_key
         headers[SOURCE_SERVICE] = self._service_name
-        headers[SERVICE_TARGET] = amqp_key
         headers[ROUTING_SLIP] = ROUTING_SLIP_VALUE
         if destination is not None:
             headers[TARGET_SERVICE] = destination
-        outbound = OutboundMessage(amqp_key, body, headers, media_type, headers[ID])
-        mandatory = payload_type != PayloadType.EVENT
+        headers.update(address.headers)
+        outbound = OutboundMessage(address.routing_key, body, headers, media_type, headers[ID])
         batch = self._batch.get()
         if batch is not None:
-            batch.append((outbound, mandatory))
+            batch.append((address, outbound))
             return
-        self._ensure_exchange()
-        self._transport.publish(self._topology.exchange, outbound, mandatory=mandatory)
+        self._route.publish([(address, outbound)])
 
 
 def _merge(metadata: Metadata, extra: dict[str, str]) -> Metadata:

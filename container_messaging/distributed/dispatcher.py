@@ -27,7 +27,15 @@ from container_messaging.distributed.topology import PAYLOAD_TYPE, ROUTING_KEY, 
 from container_messaging.errors import DistributionError, UnsupportedMediaTypeError
 from container_messaging.invocation import Handler
 from container_messaging.markers import HandlerKind
-from container_messaging.messages import CONTENT_TYPE, ID, TARGET_HANDLER, Headers, MediaType, Message
+from container_messaging.messages import (
+    CONTENT_TYPE,
+    ID,
+    TARGET_HANDLER,
+    Headers,
+    MediaType,
+    Message,
+    new_message_id,
+)
 from container_messaging.routing import RoutingTable
 
 __all__ = ["DistributedDispatcher", "Subscription", "inbound_message"]
@@ -35,10 +43,16 @@ __all__ = ["DistributedDispatcher", "Subscription", "inbound_message"]
 
 def inbound_message(body: bytes, headers: Mapping[str, Any], content_type: str | None) -> Message:
     """A message read off the wire, with its own copy of ``headers`` (never changed): the AMQP content type fills
-    in a missing ``contentType`` header."""
-    if headers.get(CONTENT_TYPE):
+    in a missing ``contentType`` header, and a message without an ``id`` (written by hand by a non-Ecotone
+    application) gets one, as Ecotone gives it."""
+    if headers.get(CONTENT_TYPE) and headers.get(ID):
         return Message(body, Headers(headers))
-    return Message(body, Headers({**headers, CONTENT_TYPE: content_type or MediaType.OCTET_STREAM}))
+    own = dict(headers)
+    if not own.get(CONTENT_TYPE):
+        own[CONTENT_TYPE] = content_type or MediaType.OCTET_STREAM
+    if not own.get(ID):
+        own[ID] = new_message_id()
+    return Message(body, Headers.adopt(own))
 
 
 def _where(headers: Headers) -> str:

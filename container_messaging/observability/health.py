@@ -1,6 +1,6 @@
 """Health: can this service work? What ``container.health()`` and ``container-messaging health`` check.
 
-1. the broker: a connection is made and answers (a broker that refuses the credentials is unhealthy too);
+1. each broker the endpoints use: a connection is made and answers (one that refuses the credentials is unhealthy);
 2. each endpoint's queue: it exists (where the transport can tell) and how many messages wait in it;
 3. each endpoint's dead letter queue: how many messages it holds; more than ``dead_letter_threshold`` is unhealthy
    (no threshold: the size is only reported, so a pod is not restarted for messages a restart cannot fix).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
@@ -73,16 +73,13 @@ class HealthReport:
 
 
 def check_health(
-    transport: BaseTransport,
-    queues: Sequence[str],
+    brokers: Sequence[tuple[BaseTransport, Sequence[str]]],
     *,
     dead_letter_threshold: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-    queue_exists: Callable[[str], bool | None] | None = None,
 ) -> HealthReport:
-    """Checks the broker behind ``transport``, each of ``queues`` (an endpoint's queue) and its dead letter queue,
-    within ``timeout`` seconds. ``queue_exists(queue)`` tells whether a queue exists (None: cannot tell; without
-    it, existence is not checked)."""
+    """Checks each broker (a transport) and, on it, each of its ``queues`` (an endpoint's queue) and their dead
+    letter queues, all within ``timeout`` seconds. A broker that fails stops the checks of its queues only."""
     if dead_letter_threshold is not None and dead_letter_threshold < 0:
         raise ValueError(f"dead_letter_threshold must be 0 or more, got {dead_letter_threshold!r}")
     if not timeout > 0:
@@ -93,26 +90,24 @@ def check_health(
 
     def run() -> None:
         try:
-            _checks(transport, queues, dead_letter_threshold, queue_exists, done)
+            for transport, queues in brokers:
+                _check_broker(transport, queues, dead_letter_threshold, done)
         finally:
             finished.set()
 
     threading.Thread(target=run, name="container-messaging-health", daemon=True).start()
-    if not finished.wait(timeout):
-        checks = list(done)  # what finished in time; the broker stopped answering after that
-        checks.append(Check("broker", transport.description, False, f"no answer within {timeout:g} s"))
-        return HealthReport(tuple(checks), time.monotonic() - started)
-    return HealthReport(tuple(done), time.monotonic() - started)
+    if finished.wait(timeout):
+        return HealthReport(tuple(done), time.monotonic() - started)
+    checks = list(done)  # what finished in time; the brokers not checked yet did not answer in time
+    answered = {check.subject for check in checks if check.name == "broker"}
+    for transport, _queues in brokers:
+        if transport.description not in answered:
+            checks.append(Check("broker", transport.description, False, f"no answer within {timeout:g} s"))
+    return HealthReport(tuple(checks), time.monotonic() - started)
 
 
-def _checks(
-    transport: BaseTransport,
-    queues: Sequence[str],
-    threshold: int | None,
-    queue_exists: Callable[[str], bool | None] | None,
-    done: list[Check],
-) -> None:
-    """Appends each check to ``done`` as it finishes; the first broker error ends the run."""
+def _check_broker(transport: BaseTransport, queues: Sequence[str], threshold: int | None, done: list[Check]) -> None:
+    """Appends the broker's check, then its queues' (when it answered), to ``done``."""
     broker = transport.description
     started = time.monotonic()
     try:
@@ -120,7 +115,7 @@ def _checks(
         read = [
             (
                 queue,
-                queue_exists(queue) if queue_exists is not None else None,
+                transport.queue_exists(queue),
                 transport.queue_size(queue),
                 transport.queue_size(dead_letter_queue(queue)),
             )
