@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,30 @@ def test_the_report_as_a_dict_and_as_text() -> None:
         "  ok   broker      memory://: answered",
         "  FAIL queue       q: gone",
     ]
+
+
+def test_health_checks_each_broker_the_endpoints_use(tmp_path: Path, unique: str) -> None:
+    """A service consuming a channel on another broker than its own gets a broker check for each, each followed by
+    its endpoint's queue and dead letter; a broker that is down fails only its own checks."""
+    channel = f"work_{unique}"
+    port = closed_port()
+    container = MessagingContainer.from_dict(
+        {
+            "service_name": "billing",
+            "transport": {"url": "embedded://", "data_folder": str(tmp_path / "data")},
+            "channels": {channel: {"url": f"pyamqp://guest:guest@127.0.0.1:{port}//"}},
+            "consume": [channel],
+        }
+    )
+    try:
+        container.setup("billing")
+        report = container.health(timeout=5.0)
+    finally:
+        container.close()
+    assert [(c.name, c.subject.split("://")[0], c.healthy) for c in report.checks] == [
+        ("broker", "embedded", True),
+        ("queue", "distributed_billing", True),
+        ("dead letter", "distributed_billing.dead_letter", True),
+        ("broker", "pyamqp", False),
+    ]
+    assert not report.healthy
