@@ -7,8 +7,9 @@ ones you need and hand instances to the container (``MessagingContainer.from_yam
 ==========================  ===================================================================================
 hook                        called
 ==========================  ===================================================================================
-``publishing``              around each publish, by :class:`InstrumentedTransport`; yields the message to send
-                            (it may add headers, e.g. the trace context)
+``publishing``              around each publish, by :class:`InstrumentedTransport`: to an exchange, or straight
+                            to a queue (exchange ``""``: Service Map channels, dead letter replays); yields the
+                            message to send (it may add headers, e.g. the trace context)
 ``consuming``               around a consumer's whole run (e.g. to observe the size of its queue meanwhile)
 ``receiving``               around the processing of one delivered message, from decoding to settling
 ``handling``                around each run of one handler (each attempt), in the thread or task that runs it,
@@ -100,8 +101,9 @@ class Middleware:
     def publishing(
         self, system: str, exchange: str, message: OutboundMessage
     ) -> AbstractContextManager[OutboundMessage]:
-        """Entered around publishing ``message`` to ``exchange`` on a ``system`` broker; yields the message to
-        publish (the same, or a copy with headers added: ``attrs.evolve(message, headers=...)``)."""
+        """Entered around publishing ``message`` to ``exchange`` on a ``system`` broker (``""``: straight to the
+        queue named by its ``routing_key``); yields the message to publish (the same, or a copy with headers added:
+        ``attrs.evolve(message, headers=...)``)."""
         return nullcontext(message)
 
     def consuming(self, endpoint: EndpointInfo, queue_size: Callable[[str], int]) -> AbstractContextManager[None]:
@@ -242,7 +244,9 @@ class InstrumentedTransport(BaseTransport):
         return self.inner.open_receiver(queue, prefetch_count=prefetch_count)
 
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
-        self.inner.send_to_queue(queue, message)
+        # the default exchange ("") with the queue as routing key: Service Map channels, dead letter replays
+        with self.middleware.publishing(self.system, "", message) as outbound:
+            self.inner.send_to_queue(queue, outbound)
 
     def browse(self, queue: str) -> AbstractContextManager[Any]:
         return self.inner.browse(queue)

@@ -258,17 +258,22 @@ def test_chain_refuses_what_is_not_a_middleware_and_keeps_one_as_it_is() -> None
         chain([one, "tracing"])  # type: ignore[list-item]
 
 
-def test_instrumented_transport_passes_everything_else_to_the_transport_it_wraps(
+def test_instrumented_transport_hooks_direct_sends_and_passes_everything_else_through(
     work: Callable[..., MessagingContainer],
 ) -> None:
-    """Setup, sizes, direct sends and the adapter's own methods go to the wrapped transport unchanged."""
-    container = work([Middleware()])
+    """A send straight to a queue (Service Map channels, replays) runs the publishing hook too and sends what it
+    yields; setup, sizes, existence and the adapter's own methods go to the wrapped transport unchanged."""
+    events: list[tuple[Any, ...]] = []
+    container = work([Recorder(events, "q")])
     transport = container.transport
     assert isinstance(transport, InstrumentedTransport)
     container.setup()
     queue = container.topology.queue("work")
     transport.send_to_queue(queue, OutboundMessage(queue, b"{}", {}, "application/json", "m"))
+    assert events == [("publishing", "q", "memory", queue), ("published", "q")]
     assert transport.queue_size(queue) == 1
+    with transport.browse(queue) as deliveries:
+        assert [delivery.headers.get("x-tag-q") for delivery in deliveries] == ["q"]
     assert transport.description == transport.inner.description == "memory://"
     assert transport.queue_exists(queue) is None
     assert repr(transport) == f"<InstrumentedTransport {transport.inner!r}>"

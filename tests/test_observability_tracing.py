@@ -275,3 +275,59 @@ def test_messages_published_in_one_batch_get_sibling_spans(memory_system: System
     publishes = [span for span in memory_system.spans() if span.name == "publish billing.detailsWereChanged"]
     assert len(publishes) == 2
     assert {_parent_of(span) for span in publishes} == {request.get_span_context().span_id}
+
+
+def test_one_trace_follows_a_command_and_its_event_through_service_map_channels(
+    make_module: Callable[[str, str], str], tracing: tuple[TracerProvider, InMemorySpanExporter], unique: str
+) -> None:
+    """With Service Map channels (messages put straight on a queue, no exchange), the command from A, its handling
+    in B, the event B publishes and its handling in C are still one trace, each span the child of the one before."""
+    provider, exporter = tracing
+    module = make_module(f"mapped_{unique}", HANDLERS)
+    billing_channel, ticket_channel = f"billing_{unique}", f"ticket_{unique}"
+    service_map = {
+        "channels": {billing_channel: None, ticket_channel: None},
+        "commands": {"billing": billing_channel, "ticket": ticket_channel},
+        "events": [{"channel": ticket_channel, "subscription_keys": ["billing.*"]}],
+    }
+
+    def build(service: str, consume: list[str]) -> MessagingContainer:
+        return MessagingContainer.from_dict(
+            {
+                "service_name": service,
+                "scan": [module],
+                "transport": {"url": "memory://"},
+                "service_map": service_map,
+                "consume": consume,
+            },
+            middleware=[TracingMiddleware(provider)],
+        )
+
+    user, billing, ticket = build("user", []), build("billing", [billing_channel]), build("ticket", [ticket_channel])
+    try:
+        billing.setup()
+        ticket.setup()
+        user.get(DistributedBus).convert_and_send_command("billing", "billing.changeDetails", {"personId": "7"})
+        assert billing.run(billing_channel, **RUN).handled == 1
+        assert ticket.run(ticket_channel, **RUN).handled == 1
+    finally:
+        for container in (user, billing, ticket):
+            container.close()
+    spans = list(exporter.get_finished_spans())
+    send = _one(spans, "publish billing.changeDetails")
+    publish_event = _one(spans, "publish billing.detailsWereChanged")
+    chain = [
+        send,
+        _one(spans, "process billing.changeDetails"),
+        next(s for s in spans if s.name.startswith("handle ") and "change" in s.name),
+        publish_event,
+        _one(spans, "process billing.detailsWereChanged"),
+        next(s for s in spans if s.name.startswith("handle ") and "on_changed" in s.name),
+    ]
+    assert {span.context.trace_id for span in spans} == {send.context.trace_id}
+    for parent, child in itertools.pairwise(chain):
+        assert _parent_of(child) == parent.context.span_id, f"{child.name} is not a child of {parent.name}"
+    assert (send.attributes["messaging.destination.name"], publish_event.attributes["messaging.destination.name"]) == (
+        billing_channel,
+        ticket_channel,
+    )

@@ -128,7 +128,8 @@ class MetricsMiddleware(Middleware):
 
     @contextmanager
     def publishing(self, system: str, exchange: str, message: OutboundMessage) -> Iterator[OutboundMessage]:
-        attributes = {"messaging.system": system, "messaging.destination.name": exchange, "outcome": "ok"}
+        destination = exchange or message.routing_key  # "": straight to a queue (a Service Map channel)
+        attributes = {"messaging.system": system, "messaging.destination.name": destination, "outcome": "ok"}
         started = time.perf_counter()
         try:
             yield message

@@ -104,7 +104,7 @@ class TracingMiddleware(Middleware):
             {
                 "messaging.operation.type": "send",
                 "messaging.operation.name": "publish",
-                "messaging.destination.name": exchange,
+                "messaging.destination.name": exchange or message.routing_key,  # "": straight to a queue
                 "messaging.message.body.size": len(message.body),
             }
         )
