@@ -12,6 +12,7 @@ from container_messaging.config import (
     DeduplicationSettings,
     DistributionSettings,
     EventMappingSettings,
+    OutboxSettings,
     RecoverabilitySettings,
     ServiceMappingSettings,
     ServiceMapSettings,
@@ -19,7 +20,7 @@ from container_messaging.config import (
     TransportSettings,
     load_settings,
 )
-from container_messaging.consumer import EndpointConsumer, EndpointDescription, RunOptions, RunResult
+from container_messaging.consumer import Endpoint, EndpointConsumer, EndpointDescription, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.conversion import Converter, type_name
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
@@ -87,6 +88,7 @@ __all__ = [
     "DistributedBus",
     "DistributionError",
     "DistributionSettings",
+    "Endpoint",
     "EndpointConsumer",
     "EndpointDescription",
     "EndpointError",
@@ -111,6 +113,7 @@ __all__ = [
     "Named",
     "NoHandlerError",
     "Outcome",
+    "OutboxSettings",
     "QueryBus",
     "RecoverabilitySettings",
     "RetryPolicy",

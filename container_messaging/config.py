@@ -199,6 +199,8 @@ __all__ = [
     "ConversionSettings",
     "DeduplicationSettings",
     "DistributionSettings",
+    "OUTBOX_ENDPOINT",
+    "OutboxSettings",
     "RecoverabilitySettings",
     "Settings",
     "TransportSettings",
@@ -688,6 +690,29 @@ def _secret_url(value: str) -> SecretUrl:
     return SecretUrl(value) if isinstance(value, str) else value
 
 
+_DATABASE_DIALECTS: Final = ("postgresql", "postgres", "sqlite")
+_TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+def _check_database_url(value: str) -> str | None:
+    scheme, separator, _ = value.partition("://")
+    if separator and scheme.partition("+")[0] in _DATABASE_DIALECTS:
+        return None
+    return (
+        "expected a PostgreSQL or SQLite URL (postgresql://user@host:5432/database, sqlite:///path/to/file.sqlite3), "
+        f"got {mask_url(value)!r}"
+    )
+
+
+def _check_table_name(value: str) -> str | None:
+    if _TABLE_NAME.fullmatch(value):
+        return None
+    return (
+        "must be a table name of letters, digits and '_' (not starting with a digit, at most 48 characters), "
+        f"got {_describe(value)}"
+    )
+
+
 _PARSE: Final = "container_messaging.parse"
 _NESTED: Final = "container_messaging.nested"
 
@@ -878,6 +903,39 @@ class DeduplicationSettings:
     max_entries: int = _option(100_000, _check_at_least_one)
 
 
+OUTBOX_ENDPOINT: Final = "outbox"
+"""The endpoint name of the outbox relay (listed when the outbox is enabled)."""
+
+
+@attrs.frozen
+class OutboxSettings:
+    """The outbox and inbox (``outbox`` group; see :mod:`container_messaging.outbox`).
+
+    ``enabled``: whether the container installs the outbox. ``database_url``: the application's database
+    (``postgresql://`` uses psycopg 3; ``sqlite:///path``). ``outbox_table`` / ``inbox_table``: the table names.
+    ``relay_batch_size``: messages the relay publishes per transaction. ``relay_polling_interval``: seconds the relay
+    waits when the outbox is empty. ``retention``: seconds sent messages and inbox records are kept before the relay
+    deletes them (longer than any redelivery can take). ``publish_after_commit``: publish right after the commit, in
+    the committing process (off: only the relay publishes).
+    """
+
+    enabled: bool = _option(False)
+    database_url: SecretUrl = _option(  # noqa: RUF009 - a str, immutable
+        "sqlite:///.container_messaging/outbox.sqlite3", _check_database_url, secret=True
+    )
+    outbox_table: str = _option("container_messaging_outbox", _check_table_name)
+    inbox_table: str = _option("container_messaging_inbox", _check_table_name)
+    relay_batch_size: int = _option(100, _check_at_least_one)
+    relay_polling_interval: float = _option(1.0, _check_positive)
+    retention: float = _option(7 * 24 * 3600.0, _check_positive)
+    publish_after_commit: bool = _option(True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.outbox_table.lower() == self.inbox_table.lower():
+            problem = f"must differ from outbox_table, both are {self.inbox_table!r}"
+            raise _FieldError(type(self), "inbox_table", problem)
+
+
 @attrs.frozen
 class ChannelSettings:
     """A message channel (``channels.<name>``, in a configuration or in a service map): a durable queue named after
@@ -973,6 +1031,7 @@ class Settings:
     recoverability: RecoverabilitySettings = attrs.field(factory=RecoverabilitySettings)
     consumer: ConsumerSettings = attrs.field(factory=ConsumerSettings)
     deduplication: DeduplicationSettings = attrs.field(factory=DeduplicationSettings)
+    outbox: OutboxSettings = attrs.field(factory=OutboxSettings)
     channels: Mapping[str, ChannelSettings] = _mapping(ChannelSettings, "channel", _check_channel_name)
     consume: tuple[str, ...] = _option((), _each(_check_channel_name), parse=_parse_names)
     service_map: ServiceMapSettings | None = _optional(ServiceMapSettings, "service map")  # noqa: RUF009 - an attrs field
@@ -1096,6 +1155,7 @@ _GROUPS: Final[tuple[type, ...]] = (
     RecoverabilitySettings,
     ConsumerSettings,
     DeduplicationSettings,
+    OutboxSettings,
 )
 _NESTED_CLASSES: Final[tuple[type, ...]] = (
     ChannelSettings,

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -71,7 +71,7 @@ from container_messaging.transports.base import (
     dead_letter_queue,
 )
 
-__all__ = ["EndpointConsumer", "EndpointDescription", "RunOptions", "RunResult"]
+__all__ = ["Endpoint", "EndpointConsumer", "EndpointDescription", "RunOptions", "RunResult"]
 
 log = logging.getLogger("container_messaging.consumer")
 
@@ -214,6 +214,22 @@ def _field(value: object) -> str | None:
 def _routing_key(message: Message) -> str:
     key = message.headers.get(ROUTING_KEY)
     return key if isinstance(key, str) and len(key) <= MAX_ROUTING_KEY else shown(key)
+
+
+class Endpoint(Protocol):
+    """What ``container.endpoint(name)`` gives: a consumer of a queue, or another loop run like one (the outbox
+    relay)."""
+
+    name: str
+
+    def description(self, options: RunOptions | None = None) -> object:
+        """What :meth:`run` with ``options`` would do; its ``str`` is the start banner."""
+
+    def run(self, options: RunOptions | None = None) -> RunResult:
+        """Runs until a limit, a signal or :meth:`stop`."""
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Asks the loop to stop after the message in hand (safe from a signal handler or another thread)."""
 
 
 class EndpointConsumer:

@@ -25,6 +25,8 @@ from dependency_injector import containers, providers
 from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
 from container_messaging.config import (
     DEFAULT_BUS,
+    OUTBOX_ENDPOINT,
+    OutboxSettings,
     Settings,
     TransportSettings,
     load_ini,
@@ -32,7 +34,7 @@ from container_messaging.config import (
     load_yaml,
     settings_from_dict,
 )
-from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
+from container_messaging.consumer import Endpoint, EndpointConsumer, RunOptions, RunResult
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter
 from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
@@ -62,6 +64,18 @@ def _create_transport(settings: TransportSettings, url: str | None = None) -> Ba
     a channel; the other settings are shared)."""
     options = TransportOptions.of(settings)
     return create_transport(options if url is None else attrs.evolve(options, url=url))
+
+
+def _install_outbox(settings: OutboxSettings, transport: BaseTransport, *, auto_declare: bool) -> Any:
+    """The outbox over the real ``transport`` (imported here: the ``outbox`` extra is needed only when enabled)."""
+    from container_messaging.outbox import install  # noqa: PLC0415 - SQLAlchemy loads only when the outbox is on
+
+    return install(settings, transport, auto_declare=auto_declare)
+
+
+def _outbox_transport(outbox: Any) -> BaseTransport:
+    transport: BaseTransport = outbox.transport
+    return transport
 
 
 class _Closable(Protocol):
@@ -117,6 +131,13 @@ class MessagingContainer:
             if transport is not None
             else providers.Singleton(self._open, _create_transport, s.transport)
         )
+        if s.outbox.enabled:
+            # Every bus publishes through the outbox's transport: inside a unit of work it writes outbox rows.
+            outbox_provider = providers.Singleton(
+                self._open, _install_outbox, s.outbox, transport_provider, auto_declare=s.transport.auto_declare
+            )
+            self._register_outbox(outbox_provider)
+            transport_provider = providers.Singleton(_outbox_transport, outbox_provider)
         transport_provider = self._instrumented(transport_provider)
         self._transports[s.transport.url] = transport_provider
         deduplication_provider = providers.Singleton(
@@ -146,6 +167,15 @@ class MessagingContainer:
         if self.middleware is None:
             return transport_provider
         return providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)
+
+    def _register_outbox(self, outbox_provider: Any) -> None:
+        """``outbox`` (the :class:`~container_messaging.outbox.Outbox`) and ``unit_of_work`` (by name, and by type:
+        the :class:`~container_messaging.outbox.UnitOfWork` that ``@transactional`` handlers run in)."""
+        from container_messaging.outbox import Outbox, UnitOfWork  # noqa: PLC0415 - the outbox extra, only when on
+
+        self._injector.register("outbox", Outbox, outbox_provider, "the framework")
+        unit_of_work = providers.Singleton(lambda outbox: outbox.unit_of_work, outbox_provider)
+        self._injector.register("unit_of_work", UnitOfWork, unit_of_work, "the framework")
 
     def _channel_list(self) -> list[Channel]:
         """Every channel the settings define, the consumed ones first (in ``consume`` order); a channel without a
@@ -322,7 +352,8 @@ class MessagingContainer:
         """The runnable endpoint names: the AMQP endpoint (the service name) when a bus uses the AMQP mode, then each
         channel the service consumes. Send-only channels are not endpoints."""
         amqp = self._amqp_endpoint
-        return [*([amqp] if amqp else []), *self.channels.consumed]
+        relay = [OUTBOX_ENDPOINT] if self.settings.outbox.enabled else []
+        return [*([amqp] if amqp else []), *self.channels.consumed, *relay]
 
     def _check_endpoint(self, name: str) -> str:
         endpoints = self.list()
@@ -334,12 +365,20 @@ class MessagingContainer:
     def _endpoint_parts(self, name: str) -> tuple[BaseTransport, EndpointTopology]:
         """The transport and the topology (queue, bindings) of endpoint ``name``."""
         self._check_endpoint(name)
+        if name == OUTBOX_ENDPOINT and self.settings.outbox.enabled:
+            raise EndpointError(
+                f"endpoint {name!r} is the outbox relay: it has no queue and no dead letter (a message it cannot "
+                "publish stays in the outbox table with its error)"
+            )
         if name == self._amqp_endpoint:
             return self.transport, self.topology.endpoint(name, self.routes)
         return self.channels.transport(name), self.channels.endpoint(name).topology
 
-    def endpoint(self, name: str) -> EndpointConsumer:
-        """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication)."""
+    def endpoint(self, name: str) -> Endpoint:
+        """The consumer of endpoint ``name`` (its queue, dispatcher, recoverability and deduplication), or the outbox
+        relay (``outbox``)."""
+        if name == OUTBOX_ENDPOINT and self.settings.outbox.enabled:
+            return self.get("outbox").relay(name)  # type: ignore[no-any-return]
         transport, topology = self._endpoint_parts(name)
         s = self.settings
         if not s.scan:  # a sender needs no handlers; a consumer without any would dead-letter all it receives
@@ -380,8 +419,10 @@ class MessagingContainer:
         """Checks each broker, the endpoint's queue and the size of its dead letter (every endpoint when no name)
         within ``timeout`` seconds; more than ``dead_letter_threshold`` dead letters is unhealthy (see
         :mod:`container_messaging.observability.health`). Never raises for a broker that is down: the report says."""
+        relay = OUTBOX_ENDPOINT if self.settings.outbox.enabled else None  # a table, not a queue: not checked here
+        names = [endpoint] if endpoint is not None else [name for name in self.list() if name != relay]
         brokers: dict[int, tuple[BaseTransport, list[str]]] = {}
-        for name in [endpoint] if endpoint is not None else self.list():
+        for name in names:
             transport, topology = self._endpoint_parts(name)
             brokers.setdefault(id(transport), (transport, []))[1].append(topology.queue)
         if not brokers:
@@ -392,6 +433,9 @@ class MessagingContainer:
         """Declares the endpoint's queue and its bindings (the exchange too for the AMQP endpoint; all endpoints
         when no name); idempotent."""
         for endpoint in [name] if name is not None else self.list():
+            if endpoint == OUTBOX_ENDPOINT and self.settings.outbox.enabled:
+                self.get("outbox").setup()  # the outbox and inbox tables
+                continue
             transport, topology = self._endpoint_parts(endpoint)
             transport.setup_endpoint(topology)
 

@@ -363,7 +363,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     message = error_of(path)
     assert message == (
         f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
-        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, transport)"
+        "deduplication, distributed_buses, distribution, outbox, recoverability, scan, service_map, service_name, "
+        "transport)"
     )
 
 
@@ -620,6 +621,7 @@ def test_as_dict_round_trip(tmp_path: Path) -> None:
         "recoverability",
         "consumer",
         "deduplication",
+        "outbox",
         "channels",
         "consume",
         "service_map",
@@ -712,7 +714,7 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
     )
     assert error_of(path) == (
         f"{path}: unknown key 'transprot' (known: channels, consume, consumer, conversion, "
-        "deduplication, distributed_buses, distribution, recoverability, scan, service_map, service_name, "
+        "deduplication, distributed_buses, distribution, outbox, recoverability, scan, service_map, service_name, "
         "transport); scan[1]: expected a module name string, got int 7; "
         "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
         "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, ssl, "

@@ -154,13 +154,13 @@ def test_settings_defaults_and_masked_repr() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("relay_batch_size", 0, "outbox.relay_batch_size: must be a whole number of at least 1, got 0"),
-        ("retention", -1, "outbox.retention: must be a positive number of seconds, got -1"),
-        ("relay_polling_interval", "1", "outbox.relay_polling_interval: must be a positive number of seconds"),
-        ("outbox_table", "drop table;", "outbox.outbox_table: must be a table name"),
-        ("enabled", "yes", "outbox.enabled: expected a boolean, got 'yes'"),
-        ("database_url", "mysql://u:pw@h/d", "outbox.database_url: expected a PostgreSQL or SQLite URL"),
-        ("inbox_table", "container_messaging_outbox", "outbox.inbox_table: must differ from outbox.outbox_table"),
+        ("relay_batch_size", 0, "OutboxSettings.relay_batch_size: must be at least 1, got 0"),
+        ("retention", -1, "OutboxSettings.retention: must be greater than 0, got -1"),
+        ("relay_polling_interval", "1", "OutboxSettings.relay_polling_interval: expected a number"),
+        ("outbox_table", "drop table;", "OutboxSettings.outbox_table: must be a table name"),
+        ("enabled", "yes", "OutboxSettings.enabled: expected a boolean"),
+        ("database_url", "mysql://u:pw@h/d", "OutboxSettings.database_url: expected a PostgreSQL or SQLite URL"),
+        ("inbox_table", "container_messaging_outbox", "OutboxSettings.inbox_table: must differ from outbox_table"),
     ],
 )
 def test_settings_refuse_bad_values_naming_the_key(key: str, value: Any, expected: str) -> None:

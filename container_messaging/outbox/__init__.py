@@ -22,18 +22,17 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "the outbox needs SQLAlchemy, which is not installed: pip install 'container-messaging[outbox]'"
     ) from exc
 
+from container_messaging.config import OutboxSettings
 from container_messaging.markers import transactional
 from container_messaging.outbox.errors import OutboxDatabaseError, OutboxError, OutboxSchemaError
 from container_messaging.outbox.forwarding import Forwarded
 from container_messaging.outbox.installation import Outbox, install
 from container_messaging.outbox.relay import RELAY_ENDPOINT, OutboxRelay, Retention
-from container_messaging.outbox.settings import DEFAULT_DATABASE_URL, OutboxSettings
 from container_messaging.outbox.store import OutboxEntry
 from container_messaging.outbox.transport import OutboxTransport
 from container_messaging.outbox.unit_of_work import UnitOfWork
 
 __all__ = [
-    "DEFAULT_DATABASE_URL",
     "Forwarded",
     "Outbox",
     "OutboxDatabaseError",

@@ -15,13 +15,13 @@ from typing import Final, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from container_messaging.config import OutboxSettings
 from container_messaging.errors import ConfigurationError
 from container_messaging.outbox.errors import database_error
 from container_messaging.outbox.forwarding import Forwarder
 from container_messaging.outbox.inbox import Inbox
 from container_messaging.outbox.relay import RELAY_ENDPOINT, OutboxRelay
 from container_messaging.outbox.schema import OutboxSchema, open_engine
-from container_messaging.outbox.settings import OutboxSettings
 from container_messaging.outbox.store import OutboxEntry, OutboxStore
 from container_messaging.outbox.transport import OutboxTransport
 from container_messaging.outbox.unit_of_work import UnitOfWork
@@ -126,6 +126,10 @@ def install(
     ``settings.database_url``; with ``auto_declare``, exchanges are declared before their messages are published."""
     if engine is None:
         return Outbox(
-            settings, transport, open_engine(settings.database_url), owns_engine=True, auto_declare=auto_declare
+            settings,
+            transport,
+            open_engine(settings.database_url.reveal()),
+            owns_engine=True,
+            auto_declare=auto_declare,
         )
     return Outbox(settings, transport, engine, owns_engine=False, auto_declare=auto_declare)

@@ -26,20 +26,18 @@ import attrs
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from container_messaging.config import OUTBOX_ENDPOINT as RELAY_ENDPOINT
+from container_messaging.config import OutboxSettings
 from container_messaging.consumer import RunOptions, RunResult, _rss_megabytes
 from container_messaging.errors import BrokerRefusedError, TransportError
 from container_messaging.outbox.errors import OutboxDatabaseError, database_error
 from container_messaging.outbox.forwarding import Forwarder
 from container_messaging.outbox.inbox import Inbox
-from container_messaging.outbox.settings import OutboxSettings
 from container_messaging.outbox.store import OutboxStore
 
 __all__ = ["OutboxRelay", "RELAY_ENDPOINT", "Retention"]
 
 log = logging.getLogger("container_messaging.outbox")
-
-#: The relay's endpoint name.
-RELAY_ENDPOINT: Final = "outbox"
 
 _BACK_OFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _CLEAN_EVERY: Final = 60.0
@@ -94,6 +92,14 @@ class OutboxRelay:
         """Asks the loop to stop after the batch in hand (safe from a signal handler or another thread)."""
         self._stop_reason = reason
         self._wake.set()
+
+    def description(self, options: RunOptions | None = None) -> str:
+        """The start banner of :meth:`run` with ``options``: what it relays, where to, and its limits."""
+        limits = ", ".join((options or RunOptions()).limits()) or "none (until SIGINT or SIGTERM)"
+        return (
+            f"{self.name}: relaying the outbox table {self._store.table.name!r} "
+            f"(batches of {self._settings.relay_batch_size})\n  {'limits':<12} {limits}"
+        )
 
     def relay_once(self) -> int:
         """Publishes one batch of due messages; returns how many were published."""

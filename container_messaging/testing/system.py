@@ -130,7 +130,10 @@ class ServiceUnderTest:
         self.transport = transport
         self.recorder = transport.recorder
         self.name: str = self.recorder.service
-        self.consumer: EndpointConsumer = container.endpoint(self.name)
+        consumer = container.endpoint(self.name)
+        if not isinstance(consumer, EndpointConsumer):  # the outbox relay: it consumes no queue
+            raise TestSystemError(f"endpoint {self.name!r} of the test system is not a queue consumer: {consumer!r}")
+        self.consumer = consumer
         self._overridden: list[Any] = []
 
     def __repr__(self) -> str:
