@@ -331,3 +331,46 @@ def test_one_trace_follows_a_command_and_its_event_through_service_map_channels(
         billing_channel,
         ticket_channel,
     )
+
+
+def test_a_command_sent_through_the_outbox_and_published_by_the_relay_continues_the_senders_trace(
+    memory_system: System, tmp_path: Path, tracing: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """With the outbox (the relay publishes later, in another run), the publish span is made when the application
+    sends inside its unit of work, and the message the relay publishes carries its context: B's processing is its
+    child, in the sender's trace."""
+    pytest.importorskip("sqlalchemy")
+    from container_messaging.outbox import UnitOfWork
+
+    provider, _exporter = tracing
+    sender = MessagingContainer.from_dict(
+        {
+            "service_name": "user",
+            "transport": {"url": "memory://"},
+            "distribution": {
+                "exchange": memory_system.billing.topology.exchange,
+                "queue_prefix": memory_system.billing.settings.distribution.queue_prefix,
+            },
+            "outbox": {
+                "enabled": True,
+                "database_url": f"sqlite:///{tmp_path / 'outbox.sqlite3'}",
+                "publish_after_commit": False,
+            },
+        },
+        middleware=[TracingMiddleware(provider)],
+    )
+    try:
+        sender.setup()
+        request = provider.get_tracer("test").start_span("request")
+        with trace.use_span(request, end_on_exit=True), sender.get(UnitOfWork).begin():
+            sender.get(DistributedBus).convert_and_send_command("billing", "billing.changeDetails", {"p": 1})
+        assert sender.run("outbox", handled_message_limit=1, execution_time_limit=10_000).handled == 1
+    finally:
+        sender.close()
+    assert memory_system.billing.run("billing", **RUN).handled == 1
+    spans = memory_system.spans()
+    send = _one(spans, "publish billing.changeDetails")
+    process = _one(spans, "process billing.changeDetails")
+    assert _parent_of(send) == request.get_span_context().span_id
+    assert _parent_of(process) == send.context.span_id
+    assert process.context.trace_id == request.get_span_context().trace_id
