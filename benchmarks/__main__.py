@@ -30,6 +30,7 @@ from benchmarks.scenarios import (
     amqp_commands,
     amqp_fanout,
     bootstrap,
+    concurrency,
     embedded,
     inprocess,
     observability,
@@ -45,7 +46,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "5": ("bootstrap and idle RSS", bootstrap.run),
     "6": ("other libraries (if installed)", others.run),
     "7": ("outbox on PostgreSQL + RabbitMQ", outbox.run),
-    "8": ("middleware hooks: no-op and OpenTelemetry", observability.run),
+    "8": ("concurrency: threads, batch, consumer, concurrency N, processes", concurrency.run),
+    "9": ("middleware hooks: no-op and OpenTelemetry", observability.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 
@@ -112,7 +114,7 @@ def machine(ctx: Context, scenarios: list[str]) -> dict[str, Any]:
         "repeat": ctx.repeat,
         "scenarios": scenarios,
     }
-    if any(key in scenarios for key in ("1", "2", "5", "7")):
+    if any(key in scenarios for key in ("1", "2", "5", "7", "8")):
         with Broker(ctx.amqp_url) as broker:
             info["rabbitmq"] = broker.server_version()
     info["rabbitmqctl_version"] = _rabbitmqctl_version()

@@ -3,7 +3,15 @@
 The public API, re-exported; every name is defined in the module that owns the concept.
 """
 
-from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
+from container_messaging.buses import (
+    AsyncCommandBus,
+    AsyncEventBus,
+    AsyncQueryBus,
+    CommandBus,
+    EventBus,
+    MessageChannels,
+    QueryBus,
+)
 from container_messaging.config import (
     BusSettings,
     ChannelSettings,
@@ -25,7 +33,7 @@ from container_messaging.container import MessagingContainer
 from container_messaging.conversion import Converter, type_name
 from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.deduplication import DeduplicationStore
-from container_messaging.distributed import DistributedBus
+from container_messaging.distributed import AsyncDistributedBus, DistributedBus
 from container_messaging.distributed.dispatcher import Subscription
 from container_messaging.errors import (
     AmbiguousDependencyError,
@@ -69,6 +77,10 @@ from container_messaging.redaction import SecretUrl
 
 __all__ = [
     "AmbiguousDependencyError",
+    "AsyncCommandBus",
+    "AsyncDistributedBus",
+    "AsyncEventBus",
+    "AsyncQueryBus",
     "BrokerRefusedError",
     "BusSettings",
     "ChannelSettings",

@@ -6,6 +6,7 @@
     container-messaging [--config PATH] [-v...] run NAME [--handled-message-limit N] [--execution-time-limit MS]
                                                           [--memory-limit MB] [--stop-on-failure]
                                                           [--finish-when-no-messages] [--wait-for-broker SECONDS]
+                                                          [--concurrency N] [--processes N]
     container-messaging [--config PATH] [-v...] setup [NAME]
     container-messaging [--config PATH] [-v...] send-command DEST KEY PAYLOAD [--content-type T] [--header K=V ...]
     container-messaging [--config PATH] [-v...] publish-event KEY PAYLOAD [--content-type T] [--header K=V ...]
@@ -46,6 +47,7 @@ from container_messaging.distributed import DistributedBus
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
 from container_messaging.messages import ID, MediaType, new_message_id
 from container_messaging.redaction import mask_url
+from container_messaging.supervisor import Supervisor
 
 __all__ = ["CONFIG_ENV", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "build_parser", "main"]
 
@@ -226,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="at start, try a broker that does not answer again for up to SECONDS (never one that refused us)",
     )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="handle up to N messages at once (threads for plain handlers, tasks for async ones; default 1)",
+    )
+    run.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N consumer processes of the endpoint, started again when one crashes (default 1)",
+    )
 
     setup = command("setup", "Declare the exchange, the endpoint queues and their bindings.")
     setup.add_argument("name", type=_name, metavar="NAME", nargs="?", help="one endpoint (default: every endpoint)")
@@ -304,12 +320,30 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _M
         stop_on_failure=args.stop_on_failure,
         finish_when_no_messages=args.finish_when_no_messages,
         wait_for_broker=args.wait_for_broker,
+        concurrency=args.concurrency,
     )
+    if args.processes > 1:
+        return Supervisor(args.name, _child_command(args, options), args.processes).run()
     # the start banner on stderr (stdout keeps the one result line for scripts)
     print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
     result = container.run(args.name, **attrs.asdict(options))
     _out(masker, result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
+
+
+def _child_command(args: argparse.Namespace, options: RunOptions) -> list[str]:
+    """The command line of one consumer process of ``run --processes``: this run without ``--processes``."""
+    command = [sys.executable, "-m", "container_messaging", "--config", _config_path(args), "run", args.name]
+    verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
+    if verbosity:
+        command.append("-" + "v" * verbosity)
+    for field in attrs.fields(RunOptions):
+        value = getattr(options, field.name)
+        if value is None or value is False or (field.name == "concurrency" and value == 1):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        command += [flag] if value is True else [flag, str(value)]
+    return command
 
 
 def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:

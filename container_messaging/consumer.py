@@ -18,15 +18,21 @@ This is the only place that settles a delivery (ack, requeue, its copies). A cop
 broker refused it, the connection dropped) is remembered: when the message comes back, its dead letter copy is
 reduced to the essential headers, so one message never blocks the queue.
 
+With ``concurrency`` N above 1, up to N messages are handled at once: plain handlers on N worker threads, a message
+whose handlers are all coroutines as a task on the consumer's event loop (:mod:`container_messaging.concurrency`).
+This thread alone still receives and settles: each message is acknowledged once its own handlers returned, in the
+order they finish. Coroutine handlers are awaited on the one loop the consumer owns, whatever the concurrency.
+
 Middleware (:mod:`container_messaging.middleware`: tracing, metrics), when the container has any, is entered around
-the run (``consuming``), each message (``receiving``) and each handler run (``handling``), and told each decision
-(``settled``); without it none of this is called. The per-message log lines carry their fields as ``extra=``
-(endpoint, message id, correlationId, routing key, handler, outcome, duration) for structured logs.
+the run (``consuming``), around each message from routing to settling (``receiving``, on this thread) and around
+each handler run (``handling``, on the thread or task that runs it), and told each decision (``settled``); without
+it none of this is called. The per-message log lines carry their fields as ``extra=`` (endpoint, message id,
+correlationId, routing key, handler, outcome, duration) for structured logs.
 
 A lost connection is not the end: the consumer reconnects with back-off and resumes (deliveries of the dead
 channel are never acknowledged; the broker redelivers them); a broker that refuses us (credentials, vhost) is never
-waited for. SIGINT/SIGTERM stop the loop after the message in hand; a second signal stops at once (the message in
-hand is not acknowledged, so the broker keeps it).
+waited for. SIGINT/SIGTERM stop the loop after the messages in hand (each handled and settled); a second signal stops
+at once (the messages in hand are not acknowledged, so the broker keeps them).
 """
 
 from __future__ import annotations
@@ -39,18 +45,19 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any, Final, Protocol
 
 import attrs
 
 from container_messaging.bounds import MAX_ROUTING_KEY, shown
+from container_messaging.concurrency import Completions, EventLoopThread, WorkerThreads
 from container_messaging.deduplication import DeduplicationStore, NoDeduplication
 from container_messaging.distributed.dispatcher import DistributedDispatcher, Subscription, inbound_message
 from container_messaging.distributed.topology import ROUTING_KEY
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, MessageTooLargeError, TransportError
-from container_messaging.invocation import Handler
+from container_messaging.invocation import Handler, coroutine_runner
 from container_messaging.markers import RetryPolicy
 from container_messaging.messages import CORRELATION_ID, ID, MediaType, Message
 from container_messaging.middleware import EndpointInfo, Middleware, Outcome, messaging_system
@@ -76,6 +83,8 @@ __all__ = ["Endpoint", "EndpointConsumer", "EndpointDescription", "RunOptions", 
 log = logging.getLogger("container_messaging.consumer")
 
 _POLL_SECONDS: Final = 0.5
+#: how long a receive waits while messages are in hand at concurrency > 1 (their completions wait meanwhile)
+_BUSY_POLL_SECONDS: Final = 0.002
 _RECONNECT_DELAYS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _COPY_FAILURES_KEPT: Final = 1024
 
@@ -95,10 +104,11 @@ def _positive_seconds(_instance: object, attribute: attrs.Attribute[Any], value:
 @attrs.frozen
 class RunOptions:
     """Ecotone's run options: the limits count transport messages (one event with two local handlers counts once).
+    ``concurrency`` N handles up to N messages at once (the prefetch is at least N).
 
-    ``wait_for_broker`` (seconds): at start, a broker that does not answer is tried again with back-off for that
-    long (never one that refused us); without it, the first failure to connect ends the run. A bad value raises
-    :class:`ConfigurationError` naming the option.
+        ``wait_for_broker`` (seconds): at start, a broker that does not answer is tried again with back-off for that
+        long (never one that refused us); without it, the first failure to connect ends the run. A bad value raises
+        :class:`ConfigurationError` naming the option.
     """
 
     handled_message_limit: int | None = attrs.field(default=None, validator=_positive_int)
@@ -107,6 +117,8 @@ class RunOptions:
     stop_on_failure: bool = False
     finish_when_no_messages: bool = False
     wait_for_broker: float | None = attrs.field(default=None, validator=_positive_seconds)
+    #: how many messages are handled at once (threads for plain handlers, tasks for coroutine handlers)
+    concurrency: int = attrs.field(default=1, validator=_positive_int)
 
     def limits(self) -> tuple[str, ...]:
         """The limits in words, for the start banner."""
@@ -204,6 +216,22 @@ class _Counts:
         return self.handled + self.failed + self.retried + self.duplicates
 
 
+@attrs.define
+class _Job:
+    """A message on its way: routed, not yet settled; ``decisions`` and ``succeeded`` are what its handlers did."""
+
+    delivery: Delivery
+    message: Message
+    handlers: Sequence[Handler]
+    pending: Sequence[tuple[Handler, str]]  # (handler, deduplication key) still to run
+    retries_before: int
+    copy_failures: int
+    started: float
+    decisions: list[RetryLater | MoveToDeadLetter] = attrs.Factory(list)
+    succeeded: list[str] = attrs.Factory(list)  # deduplication keys of the handlers that returned
+    receiving: ExitStack | None = None  # the middleware's receiving hooks, left when the message is settled
+
+
 def _field(value: object) -> str | None:
     """A header as a structured log field: its text when it is short text, else a bounded description."""
     if value is None or (isinstance(value, str) and len(value) <= MAX_ROUTING_KEY):
@@ -214,6 +242,16 @@ def _field(value: object) -> str | None:
 def _routing_key(message: Message) -> str:
     key = message.headers.get(ROUTING_KEY)
     return key if isinstance(key, str) and len(key) <= MAX_ROUTING_KEY else shown(key)
+
+
+@contextmanager
+def _leaving_on_error(hooks: ExitStack) -> Iterator[None]:
+    """Leaves ``hooks`` with the exception when the block raises (they see it); on success they stay entered."""
+    try:
+        yield
+    except BaseException as exc:
+        hooks.__exit__(type(exc), exc, exc.__traceback__)
+        raise
 
 
 class Endpoint(Protocol):
@@ -263,6 +301,7 @@ class EndpointConsumer:
         self._dedup_warned_until = 0.0
         # (message id, body size) -> how often publishing that message's copy failed (bounded)
         self._copy_failures: dict[tuple[str, int], int] = {}
+        self._loop = EventLoopThread(name)  # the run's own, made by run()
         # the hooks of container_messaging.middleware; None (the default) skips every hook
         self._middleware = middleware
         self._info = EndpointInfo(
@@ -284,7 +323,7 @@ class EndpointConsumer:
             broker=self._transport.description,
             bindings=self.topology.bindings,
             subscriptions=self._dispatcher.subscriptions(),
-            concurrency=1,
+            concurrency=(options or RunOptions()).concurrency,
             limits=(options or RunOptions()).limits(),
             max_message_size=self._max_message_size,
         )
@@ -302,35 +341,17 @@ class EndpointConsumer:
             self._transport.description,
             extra={"endpoint": self.name},
         )
-        consuming = (
-            self._middleware.consuming(self._info, self._transport.queue_size)
-            if self._middleware is not None
-            else nullcontext()
-        )
-        with self._signals(), consuming:
-            receiver = self._connect(options.wait_for_broker)
-            failures_in_a_row = 0
-            try:
-                while self._stop_reason is None:
-                    if receiver is None:
-                        receiver = self._reconnect(failures_in_a_row, deadline)
-                        if receiver is None:
-                            break
-                        counts.reconnects += 1
-                    try:
-                        self._consume(receiver, options, counts, deadline)
-                    except BrokerRefusedError:
-                        raise
-                    except TransportError as exc:
-                        failures_in_a_row += 1
-                        log.warning("endpoint %r lost its connection: %s; reconnecting", self.name, exc)
-                        receiver.close()
-                        receiver = None
-                        continue
-                    failures_in_a_row = 0
-            finally:
-                if receiver is not None:
-                    receiver.close()
+        self._loop = loop = EventLoopThread(self.name)
+        runner = coroutine_runner.set(loop.run)
+        try:
+            if self._middleware is None:
+                self._run(options, counts, deadline)
+            else:
+                with self._middleware.consuming(self._info, self._transport.queue_size):
+                    self._run(options, counts, deadline)
+        finally:
+            coroutine_runner.reset(runner)
+            loop.close()
         result = RunResult(
             self.name,
             counts.handled,
@@ -343,13 +364,43 @@ class EndpointConsumer:
         log.info("endpoint %r stopped: %s", self.name, result.summary(), extra={"endpoint": self.name})
         return result
 
+    def _run(self, options: RunOptions, counts: _Counts, deadline: float | None) -> None:
+        with self._signals():
+            receiver = self._connect(options.wait_for_broker, options.concurrency)
+            failures_in_a_row = 0
+            try:
+                while self._stop_reason is None:
+                    if receiver is None:
+                        receiver = self._reconnect(failures_in_a_row, deadline, options.concurrency)
+                        if receiver is None:
+                            break
+                        counts.reconnects += 1
+                    try:
+                        if options.concurrency == 1:
+                            self._consume(receiver, options, counts, deadline)
+                        else:
+                            self._consume_concurrently(receiver, options, counts, deadline)
+                    except BrokerRefusedError:
+                        raise
+                    except TransportError as exc:
+                        failures_in_a_row += 1
+                        log.warning("endpoint %r lost its connection: %s; reconnecting", self.name, exc)
+                        receiver.close()
+                        receiver = None
+                        continue
+                    failures_in_a_row = 0
+            finally:
+                if receiver is not None:
+                    receiver.close()
+
     # -- connecting ------------------------------------------------------------------------------------------------
 
-    def _open(self) -> Receiver:
+    def _open(self, concurrency: int) -> Receiver:
         self._transport.setup_endpoint(self.topology)
-        return self._transport.open_receiver(self.topology.queue, prefetch_count=self._prefetch_count)
+        prefetch = max(self._prefetch_count, concurrency)
+        return self._transport.open_receiver(self.topology.queue, prefetch_count=prefetch)
 
-    def _connect(self, wait: float | None) -> Receiver | None:
+    def _connect(self, wait: float | None, concurrency: int) -> Receiver | None:
         """The first receiver. With ``wait`` (seconds), a broker that does not answer is tried again with back-off
         until it does or the time is up (one INFO line per attempt); a broker that refused us is never waited for.
         None when asked to stop meanwhile."""
@@ -358,7 +409,7 @@ class EndpointConsumer:
         while True:
             attempt += 1
             try:
-                return self._open()
+                return self._open(concurrency)
             except BrokerRefusedError:
                 raise
             except TransportError as exc:
@@ -382,7 +433,7 @@ class EndpointConsumer:
                 if self._wake.wait(delay):
                     return None
 
-    def _reconnect(self, failures: int, deadline: float | None) -> Receiver | None:
+    def _reconnect(self, failures: int, deadline: float | None, concurrency: int) -> Receiver | None:
         """Opens a new receiver with back-off; None when asked to stop (or out of time) meanwhile."""
         attempt = max(0, failures - 1)
         while self._stop_reason is None:
@@ -393,7 +444,7 @@ class EndpointConsumer:
             if self._wake.wait(delay):
                 return None
             try:
-                receiver = self._open()
+                receiver = self._open(concurrency)
             except BrokerRefusedError:
                 raise
             except TransportError as exc:
@@ -409,13 +460,9 @@ class EndpointConsumer:
     def _consume(self, receiver: Receiver, options: RunOptions, counts: _Counts, deadline: float | None) -> None:
         """Takes messages until asked to stop or a limit is reached; a TransportError means the connection died."""
         while self._stop_reason is None:
-            timeout = self._idle_timeout if options.finish_when_no_messages else _POLL_SECONDS
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._stop_reason = "execution time limit reached"
-                    return
-                timeout = min(timeout, remaining)
+            timeout = self._receive_timeout(options, deadline)
+            if timeout is None:
+                return
             delivery = receiver.receive(timeout)
             if delivery is None:
                 if options.finish_when_no_messages:
@@ -423,24 +470,119 @@ class EndpointConsumer:
                 elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
                     self._stop_reason = "memory limit reached"  # an idle consumer over its limit stops too
                 continue
-            self._handle(delivery, options, counts)
-            if options.handled_message_limit is not None and counts.messages >= options.handled_message_limit:
-                self._stop_reason = self._stop_reason or "handled message limit reached"
-            if options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
-                self._stop_reason = self._stop_reason or "memory limit reached"
+            job = self._prepare(delivery, options, counts)
+            if job is not None:
+                self._work(job)
+                self._finish(job, options, counts)
+            self._check_limits(options, counts)
 
-    def _handle(self, delivery: Delivery, options: RunOptions, counts: _Counts) -> None:
+    def _receive_timeout(self, options: RunOptions, deadline: float | None) -> float | None:
+        """How long the next receive may wait; None (and the stop reason set) when the execution time is up."""
+        timeout = self._idle_timeout if options.finish_when_no_messages else _POLL_SECONDS
+        if deadline is None:
+            return timeout
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._stop_reason = "execution time limit reached"
+            return None
+        return min(timeout, remaining)
+
+    def _check_limits(self, options: RunOptions, counts: _Counts) -> None:
+        if options.handled_message_limit is not None and counts.messages >= options.handled_message_limit:
+            self._stop_reason = self._stop_reason or "handled message limit reached"
+        if options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+            self._stop_reason = self._stop_reason or "memory limit reached"
+
+    def _consume_concurrently(
+        self, receiver: Receiver, options: RunOptions, counts: _Counts, deadline: float | None
+    ) -> None:
+        """Like :meth:`_consume`, with up to ``options.concurrency`` messages in hand: this thread receives, hands
+        each message to a worker thread (or, when all its handlers are coroutines, to the loop) and settles it when
+        it comes back. Asked to stop, it takes no more messages and waits for those in hand. The handled message
+        limit counts what was taken, so no more messages than the limit are ever taken."""
+        limit = options.handled_message_limit
+        completions: Completions[_Job] = Completions()
+        workers = WorkerThreads(options.concurrency, self.name, completions)
+        in_hand = 0
+
+        def settle(finished: tuple[_Job, BaseException | None] | None) -> None:
+            nonlocal in_hand
+            if finished is None:
+                return
+            in_hand -= 1
+            job, error = finished
+            if error is not None:
+                raise error
+            self._finish(job, options, counts)
+            self._check_limits(options, counts)
+
+        try:
+            while self._stop_reason is None or in_hand:
+                settle(completions.get(0))
+                full = in_hand >= options.concurrency or (limit is not None and counts.messages + in_hand >= limit)
+                if self._stop_reason is not None or full:
+                    settle(completions.get(_POLL_SECONDS) if in_hand else None)
+                    continue
+                timeout = self._receive_timeout(options, deadline)
+                if timeout is None:
+                    continue
+                delivery = receiver.receive(min(timeout, _BUSY_POLL_SECONDS) if in_hand else timeout)
+                if delivery is None:
+                    if options.finish_when_no_messages and not in_hand:
+                        self._stop_reason = "no more messages"
+                    elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+                        self._stop_reason = "memory limit reached"
+                    continue
+                job = self._prepare(delivery, options, counts)
+                if job is None:
+                    self._check_limits(options, counts)
+                    continue
+                in_hand += 1
+                if all(handler.is_coroutine for handler, _ in job.pending):
+                    self._start_task(job, completions)
+                else:
+                    workers.start(self._work, job)
+        except KeyboardInterrupt:  # a second signal: stop at once, the messages in hand stay on the broker
+            workers.close(wait=False)
+            raise
+        finally:
+            workers.close()
+            while in_hand and (finished := completions.get(None)) is not None:  # a lost connection: wait for them
+                in_hand -= 1
+                self._received(finished[0])
+                log.warning(
+                    "endpoint %r: message %s was handled after its connection was lost; the broker redelivers it",
+                    self.name,
+                    shown(finished[0].message.headers.get(ID)),
+                )
+
+    def _start_task(self, job: _Job, completions: Completions[_Job]) -> None:
+        def done(future: Any) -> None:
+            completions.put(job, future.exception())
+
+        self._loop.submit(self._work_async(job)).add_done_callback(done)
+
+    def _prepare(self, delivery: Delivery, options: RunOptions, counts: _Counts) -> _Job | None:
+        """Routes a delivery (on this thread): a job for its handlers, or None when it is settled already (it broke
+        the rules, or every handler already handled it)."""
         started = time.perf_counter()
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
         if self._middleware is None:
-            self._process(delivery, message, options, counts, started)
-            return
-        with self._middleware.receiving(self._info, message):
-            self._process(delivery, message, options, counts, started)
+            return self._route(delivery, message, options, counts, started)
+        receiving = ExitStack()
+        receiving.enter_context(self._middleware.receiving(self._info, message))
+        with _leaving_on_error(receiving):
+            job = self._route(delivery, message, options, counts, started)
+        if job is None:
+            receiving.close()  # settled already
+        else:
+            job.receiving = receiving
+        return job
 
-    def _process(
+    def _route(
         self, delivery: Delivery, message: Message, options: RunOptions, counts: _Counts, started: float
-    ) -> None:
+    ) -> _Job | None:
+        """:meth:`_prepare` once the message is decoded."""
         message_id = message.headers.get(ID)
         copy_failures = self._copy_failures.get(self._copy_key(message, delivery), 0) if self._copy_failures else 0
         retries_before = 0
@@ -457,7 +599,7 @@ class EndpointConsumer:
                 exc, retries_before=retries_before, copy_failures=copy_failures
             )
             self._settle_failed(delivery, message, [unrouted], options, counts, started)
-            return
+            return None
         # Deduplication is per handler: an event's retry copy for one handler is not a duplicate of the event
         # another handler already handled, and a redelivered event skips only what already ran.
         pending = [(h, f"{self.name}:{message_id}:{h.name}") for h in handlers]
@@ -468,23 +610,72 @@ class EndpointConsumer:
             counts.duplicates += 1
             self._settled(message, Outcome.DUPLICATE)
             self._outcome(message, handlers, "already handled: skipped", started)
+            return None
+        return _Job(delivery, message, handlers, pending, retries_before, copy_failures, started)
+
+    def _work(self, job: _Job) -> None:
+        """Runs the job's handlers (on this thread or a worker thread)."""
+        for handler, key in job.pending:
+            decision = self._attempt(handler, job.message, job.retries_before, job.copy_failures)
+            self._record(job, key, decision)
+
+    async def _work_async(self, job: _Job) -> None:
+        """Runs the job's handlers, all coroutines, on the consumer's loop."""
+        for handler, key in job.pending:
+            attempt = 1
+            while True:
+                try:
+                    if self._middleware is None:
+                        await handler.call_async(job.message)
+                    else:
+                        with self._middleware.handling(self._info, handler, job.message):
+                            await handler.call_async(job.message)
+                        self._middleware.settled(self._info, job.message, Outcome.HANDLED, handler=handler)
+                    decision = None
+                except Exception as exc:
+                    decision = self._decide(handler, exc, job.message, attempt, job.retries_before, job.copy_failures)
+                    if decision is None:
+                        attempt += 1
+                        continue
+                break
+            self._record(job, key, decision)
+
+    @staticmethod
+    def _record(job: _Job, key: str, decision: RetryLater | MoveToDeadLetter | None) -> None:
+        if decision is not None:
+            job.decisions.append(decision)
+        elif job.message.headers.get(ID) is not None:
+            job.succeeded.append(key)
+
+    def _finish(self, job: _Job, options: RunOptions, counts: _Counts) -> None:
+        """Settles a job whose handlers ran (on this thread): remembers what succeeded, then acknowledges, or carries
+        out recoverability's decisions."""
+        if job.receiving is None:
+            self._settle(job, options, counts)
             return
-        decisions: list[RetryLater | MoveToDeadLetter] = []
-        for handler, key in pending:
-            decision = self._attempt(handler, message, retries_before, copy_failures)
-            if decision is not None:
-                decisions.append(decision)
-            elif message_id is not None:
-                self._remember(key)
-        if decisions:
-            self._settle_failed(delivery, message, decisions, options, counts, started)
+        with _leaving_on_error(job.receiving):
+            self._settle(job, options, counts)
+        job.receiving.close()
+
+    def _received(self, job: _Job) -> None:
+        """Leaves the receiving hooks of a job that will not be settled here (its connection was lost)."""
+        if job.receiving is not None:
+            job.receiving.close()
+
+    def _settle(self, job: _Job, options: RunOptions, counts: _Counts) -> None:
+        for key in job.succeeded:
+            self._remember(key)
+        message, delivery = job.message, job.delivery
+        if job.decisions:
+            self._settle_failed(delivery, message, job.decisions, options, counts, job.started)
             return
         delivery.ack()
         counts.handled += 1
         log.debug("endpoint %r: handled %r", self.name, message)
-        if not handlers:
+        if not job.handlers:
             self._settled(message, Outcome.DROPPED)
-        self._outcome(message, handlers, "handled" if handlers else "no subscriber here: dropped", started)
+        outcome = "handled" if job.handlers else "no subscriber here: dropped"
+        self._outcome(message, job.handlers, outcome, job.started)
 
     def _attempt(
         self, handler: Handler, message: Message, retries_before: int, copy_failures: int
@@ -500,22 +691,31 @@ class EndpointConsumer:
                     with middleware.handling(self._info, handler, message):
                         handler(message)
             except Exception as exc:
-                decision = self._recoverability.decide(
-                    handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
-                )
+                decision = self._decide(handler, exc, message, attempt, retries_before, copy_failures)
             else:
                 if middleware is not None:
                     middleware.settled(self._info, message, Outcome.HANDLED, handler=handler)
                 return None
-            if not isinstance(decision, RetryNow):
+            if decision is not None:
                 return decision
-            self._settled(message, Outcome.RETRIED_NOW, decision.failure)
-            log.warning(
-                "%s; retrying at once",
-                self._failed(message, decision.failure),
-                extra=self._fields(message, decision.failure.handler_name, "retried now", decision.failure),
-            )
             attempt += 1
+
+    def _decide(
+        self, handler: Handler, exc: Exception, message: Message, attempt: int, retries_before: int, copy_failures: int
+    ) -> RetryLater | MoveToDeadLetter | None:
+        """Recoverability's decision on a failed attempt; None (logged) to retry at once."""
+        decision = self._recoverability.decide(
+            handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
+        )
+        if not isinstance(decision, RetryNow):
+            return decision
+        self._settled(message, Outcome.RETRIED_NOW, decision.failure)
+        log.warning(
+            "%s; retrying at once",
+            self._failed(message, decision.failure),
+            extra=self._fields(message, decision.failure.handler_name, "retried now", decision.failure),
+        )
+        return None
 
     def _settle_failed(
         self,

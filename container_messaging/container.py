@@ -22,7 +22,15 @@ from typing import Any, Protocol, TypeVar, overload
 import attrs
 from dependency_injector import containers, providers
 
-from container_messaging.buses import CommandBus, EventBus, MessageChannels, QueryBus
+from container_messaging.buses import (
+    AsyncCommandBus,
+    AsyncEventBus,
+    AsyncQueryBus,
+    CommandBus,
+    EventBus,
+    MessageChannels,
+    QueryBus,
+)
 from container_messaging.config import (
     DEFAULT_BUS,
     OUTBOX_ENDPOINT,
@@ -38,7 +46,12 @@ from container_messaging.consumer import Endpoint, EndpointConsumer, RunOptions,
 from container_messaging.conversion import Converter
 from container_messaging.deadletter import DeadLetter
 from container_messaging.deduplication import DeduplicationStore, create_deduplication_store
-from container_messaging.distributed import DistributedBus, DistributedDispatcher, DistributedTopology
+from container_messaging.distributed import (
+    AsyncDistributedBus,
+    DistributedBus,
+    DistributedDispatcher,
+    DistributedTopology,
+)
 from container_messaging.distributed.bus import ExchangeRoute, ServiceMapRoute
 from container_messaging.distributed.channels import Channel, Channels
 from container_messaging.distributed.service_map import ServiceMap
@@ -210,11 +223,15 @@ class MessagingContainer:
             "query_bus": (QueryBus, QueryBus(self.routes)),
             "event_bus": (EventBus, EventBus(self.routes)),
             "message_channels": (MessageChannels, MessageChannels(self.routes)),
+            "async_command_bus": (AsyncCommandBus, AsyncCommandBus(self.routes)),
+            "async_query_bus": (AsyncQueryBus, AsyncQueryBus(self.routes)),
+            "async_event_bus": (AsyncEventBus, AsyncEventBus(self.routes)),
         }
         for name, (tp, bus) in buses.items():
             self._injector.register(name, tp, providers.Object(bus), "the framework")
         if s.service_name is None:
             self._injector.refuse(DistributedBus, self._needs_service_name)
+            self._injector.refuse(AsyncDistributedBus, self._needs_service_name)
             return
         events_mandatory = s.distribution.unsubscribed_events == "error"
         for name, bus_settings in s.buses().items():
@@ -241,6 +258,13 @@ class MessagingContainer:
                 DistributedBus, service_name=s.service_name, converter=self.converter, route=route, name=name
             )
             self._injector.register(name, DistributedBus if name == DEFAULT_BUS else None, provider, "the framework")
+            if name == DEFAULT_BUS:
+                self._injector.register(
+                    "async_distributed_bus",
+                    AsyncDistributedBus,
+                    providers.Singleton(AsyncDistributedBus, provider),
+                    "the framework",
+                )
 
     def _register_handlers(self) -> None:
         """Scans the configured modules (the configuration file's folder first) and routes every handler found."""
@@ -448,9 +472,11 @@ class MessagingContainer:
         stop_on_failure: bool = False,
         finish_when_no_messages: bool = False,
         wait_for_broker: float | None = None,
+        concurrency: int = 1,
     ) -> RunResult:
         """Consumes endpoint ``name`` until a limit is reached or SIGINT/SIGTERM (Ecotone's ``run``); with
-        ``wait_for_broker`` (seconds), waits that long at start for a broker that does not answer yet."""
+        ``wait_for_broker`` (seconds), waits that long at start for a broker that does not answer yet; with
+        ``concurrency`` N, handles up to N messages at once."""
         options = RunOptions(
             handled_message_limit,
             execution_time_limit,
@@ -458,6 +484,7 @@ class MessagingContainer:
             stop_on_failure,
             finish_when_no_messages,
             wait_for_broker,
+            concurrency,
         )
         return self.endpoint(name).run(options)
 

@@ -5,24 +5,44 @@ first parameter's type, which parameters receive ``Headers`` or one ``Header("na
 from the container (method injection, as Ecotone does). A ``@transactional`` handler's plan runs the call inside
 the :class:`Transactions` the container provides, and its parameter annotated with their connection type receives
 the open transaction's connection. The per-message path only runs the plan.
+
+A coroutine handler (``async def``) is awaited: by a consumer on the event loop it owns (set in
+:data:`coroutine_runner` for the run), by the async buses on the caller's loop (:meth:`Handler.call_async`), and by
+the synchronous buses outside a consumer on a new event loop for the call (``asyncio.run``), unless the calling
+thread runs an event loop already: then the call is an error naming the handler (use the async buses there). What
+cannot be awaited correctly is refused at boot: an async generator, a ``@transactional`` coroutine.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextvars
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final, Protocol
 
-from container_messaging.errors import HandlerDefinitionError, MissingDependencyError, MissingHeaderError
+from container_messaging.errors import (
+    HandlerDefinitionError,
+    MessageHandlingError,
+    MissingDependencyError,
+    MissingHeaderError,
+)
 from container_messaging.markers import HandlerKind, is_transactional
 from container_messaging.messages import ID, TYPE_ID, Header, Headers, Message
 from container_messaging.scanning import FoundHandler
 
-__all__ = ["Handler", "PayloadConverter", "Transactions", "build_handler", "current_message", "handler_failure"]
+__all__ = [
+    "Handler",
+    "PayloadConverter",
+    "Transactions",
+    "build_handler",
+    "coroutine_runner",
+    "current_message",
+    "handler_failure",
+]
 
 #: The message whose handler is running in this context (None outside handlers): the parent of what it sends.
 current_message: Final[contextvars.ContextVar[Message | None]] = contextvars.ContextVar(
@@ -33,6 +53,13 @@ current_message: Final[contextvars.ContextVar[Message | None]] = contextvars.Con
 #: the error propagates; None (the default): nobody is told. The test system sets it to surface a failure at once.
 handler_failure: Final[contextvars.ContextVar[Callable[[Handler, Message, Exception], None] | None]] = (
     contextvars.ContextVar("container_messaging_handler_failure", default=None)
+)
+
+#: Runs a coroutine to its end on the event loop of the consumer running in this context and returns its result (None
+#: outside consumers). A consumer sets it for its run, so coroutine handlers, also those reached through the
+#: synchronous buses from a handler, are awaited on the loop it owns rather than on a loop per message.
+coroutine_runner: Final[contextvars.ContextVar[Callable[[Coroutine[Any, Any, Any]], Any] | None]] = (
+    contextvars.ContextVar("container_messaging_coroutine_runner", default=None)
 )
 
 _NOT_ROUTABLE_BY_CLASS: Final = frozenset({str, bytes, dict, list, tuple, set, int, float, bool, object})
@@ -74,12 +101,14 @@ class Transactions(abc.ABC):
 
 
 class Handler:
-    """A handler ready to run: call it with a :class:`Message`."""
+    """A handler ready to run: call it with a :class:`Message` (a coroutine handler is awaited, see the module
+    docstring), or await :meth:`call_async` on an event loop."""
 
     __slots__ = (
         "_call",
         "distributed",
         "function",
+        "is_coroutine",
         "kind",
         "name",
         "owner",
@@ -110,19 +139,57 @@ class Handler:
         self.function = function
         #: the payload parameter's annotation (``inspect.Parameter.empty``: none, or the handler takes no payload)
         self.payload_type = payload_type
+        #: an ``async def`` handler: its call returns a coroutine to await
+        self.is_coroutine = inspect.iscoroutinefunction(function)
         self._call = call
 
     def __call__(self, message: Message) -> Any:
+        if self.is_coroutine:
+            return self._await(message)
         token = current_message.set(message)
         try:
             return self._call(message)
         except Exception as exc:
-            observer = handler_failure.get()
-            if observer is not None and token.old_value in (None, contextvars.Token.MISSING):
-                observer(self, message, exc)
+            self._failed(token, message, exc)
             raise
         finally:
             current_message.reset(token)
+
+    async def call_async(self, message: Message) -> Any:
+        """The handler's result on the running event loop: a coroutine handler is awaited there; a plain one is
+        called (the async buses run plain handlers in a worker thread instead, see :mod:`container_messaging.buses`)."""
+        if not self.is_coroutine:
+            return self(message)
+        token = current_message.set(message)
+        try:
+            return await self._call(message)
+        except Exception as exc:
+            self._failed(token, message, exc)
+            raise
+        finally:
+            current_message.reset(token)
+
+    def _await(self, message: Message) -> Any:
+        """A coroutine handler called synchronously: awaited on the consumer's loop, or on a loop for this call."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise MessageHandlingError(
+                f"handler {self.name} is a coroutine function (async def), called through a synchronous bus from a "
+                "thread that runs an event loop, which cannot wait for it without blocking the loop: use the async "
+                "buses there (AsyncCommandBus, AsyncEventBus, AsyncQueryBus)"
+            )
+        runner = coroutine_runner.get()
+        if runner is not None:
+            return runner(self.call_async(message))
+        return asyncio.run(self.call_async(message))
+
+    def _failed(self, token: contextvars.Token[Message | None], message: Message, exc: Exception) -> None:
+        observer = handler_failure.get()
+        if observer is not None and token.old_value in (None, contextvars.Token.MISSING):
+            observer(self, message, exc)
 
     def __repr__(self) -> str:
         route = self.routing_key if self.routing_key is not None else getattr(self.payload_class, "__qualname__", None)
@@ -174,6 +241,7 @@ def build_handler(
     params = list(inspect.signature(function).parameters.values())
     if found.owner is not None:
         params = params[1:]  # self
+    _check_callable(name, function)
     transactions = _transactions(name, resolve) if is_transactional(function) else None
 
     payload_target: Any = None
@@ -213,6 +281,20 @@ def build_handler(
         call=call,
         payload_type=payload_target if has_payload else inspect.Parameter.empty,
     )
+
+
+def _check_callable(name: str, function: Callable[..., Any]) -> None:
+    """What the framework cannot run correctly is refused at boot, naming the handler."""
+    if inspect.isasyncgenfunction(function):
+        raise HandlerDefinitionError(
+            f"handler {name} is an async generator function (async def with yield): nothing would run its body; "
+            "write it as an async def without yield"
+        )
+    if inspect.iscoroutinefunction(function) and is_transactional(function):
+        raise HandlerDefinitionError(
+            f"handler {name} is a coroutine function (async def) and @transactional: the outbox's transactions are "
+            "synchronous; make the handler a plain function, or drop @transactional"
+        )
 
 
 def _parameter_getters(

@@ -11,7 +11,10 @@ hook                        called
                             to a queue (exchange ``""``: Service Map channels, dead letter replays); yields the
                             message to send (it may add headers, e.g. the trace context)
 ``consuming``               around a consumer's whole run (e.g. to observe the size of its queue meanwhile)
-``receiving``               around the processing of one delivered message, from decoding to settling
+``receiving``               around the processing of one delivered message, from routing to settling, on the
+                            consumer's thread; with ``concurrency`` above 1 other messages are taken and settled
+                            meanwhile on that thread, so this hook must not change the thread's current context
+                            (OpenTelemetry: start a span, do not make it current)
 ``handling``                around each run of one handler (each attempt), in the thread or task that runs it,
                             so a context it sets (OpenTelemetry's current span) is the handler's
 ``settled``                 when the consumer decided something: a handler succeeded, is retried now or later,
@@ -112,7 +115,9 @@ class Middleware:
         return nullcontext()
 
     def receiving(self, endpoint: EndpointInfo, message: Message) -> AbstractContextManager[None]:
-        """Entered around processing one delivered ``message``: choosing its handlers, running them, settling it."""
+        """Entered when the consumer takes ``message`` and left when it settles it (choosing its handlers, running
+        them, acknowledging or retrying). Not one block of code: other messages may be taken and settled in between
+        on the same thread, and the handlers may run on other threads; key any state by the message (``id``)."""
         return nullcontext()
 
     def handling(self, endpoint: EndpointInfo, handler: Handler, message: Message) -> AbstractContextManager[None]:
@@ -132,7 +137,8 @@ class Middleware:
         """The consumer decided ``outcome`` for ``message``: per handler (``handler`` None when no handler could be
         chosen) for HANDLED, RETRIED_NOW, RETRIED_LATER, DEAD_LETTERED and REQUEUED; per message (no handler) for
         DUPLICATE and DROPPED. A failure comes with its ``error`` and its ``attempt`` (counted overall, immediate and
-        delayed retries together, as in the logs and the dead letter's ``failure.attempts``)."""
+        delayed retries together, as in the logs and the dead letter's ``failure.attempts``). Called on the thread
+        that decided: the handler's (HANDLED, RETRIED_NOW) or the consumer's (the others)."""
 
 
 class MiddlewareChain(Middleware):

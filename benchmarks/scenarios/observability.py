@@ -1,4 +1,4 @@
-"""Scenario 8: what the middleware hooks cost per message, publishing and consuming over the memory transport in
+"""Scenario 9: what the middleware hooks cost per message, publishing and consuming over the memory transport in
 one process: a no-op middleware and OpenTelemetry tracing + metrics, each against no middleware in the same run."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from benchmarks.common import Context, Row, ScenarioResult, Worker
 def run(ctx: Context) -> ScenarioResult:
     messages = 1_000 if ctx.quick else 5_000
     result = ScenarioResult(
-        "8", f"Middleware hooks: publish and consume over memory:// ({messages:,} messages x 5 alternating blocks)"
+        "9", f"Middleware hooks: publish and consume over memory:// ({messages:,} messages x 5 alternating blocks)"
     )
     rows = {
         (variant, path): Row(
-            "8",
+            "9",
             f"{path}: {label} vs no middleware",
             "us/msg",
             baseline_name="no middleware",
@@ -23,7 +23,7 @@ def run(ctx: Context) -> ScenarioResult:
         for path in ("publish", "consume")
     }
     for rep in range(ctx.repeat):
-        ctx.log(f"  8 repetition {rep + 1}/{ctx.repeat}")
+        ctx.log(f"  9 repetition {rep + 1}/{ctx.repeat}")
         figures = Worker(ctx, "observability", ["--messages", messages, "--blocks", 5]).wait(600)
         for (variant, path), row in rows.items():
             row.framework.append(figures[f"{variant}_{path}_us"])

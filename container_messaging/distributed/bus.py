@@ -1,4 +1,8 @@
-"""``DistributedBus``: Ecotone's five distribution operations, in snake_case (the outbound side).
+"""``DistributedBus``: Ecotone's five distribution operations, in snake_case (the outbound side), and
+``AsyncDistributedBus``, the same for code on an event loop.
+
+``DistributedBus`` is safe to share between threads: the transport's publisher takes every caller's message and
+returns when *that* message was confirmed (group commit: concurrent callers share one confirm wait).
 
 Where a message goes is the bus's :class:`Route`, one per mode, chosen per bus by its configuration; the API, the
 checks and the headers are the same in both:
@@ -13,9 +17,10 @@ checks and the headers are the same in both:
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -43,7 +48,7 @@ from container_messaging.invocation import current_message
 from container_messaging.messages import ID, ROUTING_SLIP, TYPE_ID, MediaType, new_headers
 from container_messaging.transports.base import BaseTransport, OutboundMessage
 
-__all__ = ["Address", "DistributedBus", "ExchangeRoute", "Route", "ServiceMapRoute"]
+__all__ = ["Address", "AsyncDistributedBus", "DistributedBus", "ExchangeRoute", "Route", "ServiceMapRoute"]
 
 Metadata = Mapping[str, Any] | None
 
@@ -241,17 +246,30 @@ class DistributedBus:
         confirms, one wait confirms the whole batch instead of one round trip per message (exchange mode). Nothing
         is published if the block raises; when the block returns, every message was confirmed (or an error says
         what was not). Nested batches join the outer one. Where each message goes is decided when it is sent."""
-        if self._batch.get() is not None:
+        with self._collecting() as collected:
             yield
-            return
+        self._publish_collected(collected)
+
+    @contextmanager
+    def _collecting(self) -> Iterator[list[tuple[Address, OutboundMessage]]]:
+        """What is sent in the block, collected (nothing when a batch is open already: the outer one collects)."""
         collected: list[tuple[Address, OutboundMessage]] = []
+        if self._batch.get() is not None:
+            yield collected
+            return
         token = self._batch.set(collected)
         try:
-            yield
+            yield collected
         finally:
             self._batch.reset(token)
+
+    def _publish_collected(self, collected: list[tuple[Address, OutboundMessage]]) -> None:
         if collected:
             self._route.publish(collected)
+
+    def _batching(self) -> bool:
+        """Whether a batch is collecting in this context (a send then only collects)."""
+        return self._batch.get() is not None
 
     # -- the shared path -------------------------------------------------------------------------------------------
 
@@ -303,6 +321,76 @@ class DistributedBus:
             batch.append((address, outbound))
             return
         self._route.publish([(address, outbound)])
+
+
+class AsyncDistributedBus:
+    """:class:`DistributedBus` for code on an event loop: ``await bus.send_command(...)`` returns once the broker
+    confirmed the message, like the synchronous bus, without blocking the loop (the publish runs in a worker thread,
+    ``asyncio.to_thread``, and joins the other callers' group commit). Resolvable from the container by type and as
+    ``"async_distributed_bus"``; it shares the synchronous bus's transport."""
+
+    def __init__(self, bus: DistributedBus) -> None:
+        self._bus = bus
+
+    def __repr__(self) -> str:
+        return f"<Async{self._bus!r}"[:-1] + ">"
+
+    async def _run(self, send: Callable[..., None], *args: Any) -> None:
+        if self._bus._batching():  # only collected: nothing to wait for
+            send(*args)
+            return
+        await asyncio.to_thread(send, *args)
+
+    async def send_command(
+        self,
+        destination: str,
+        routing_key: str,
+        command: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
+        """Sends ``command`` (already serialized) to ``destination``'s command handler of ``routing_key``."""
+        await self._run(self._bus.send_command, destination, routing_key, command, source_media_type, metadata)
+
+    async def convert_and_send_command(
+        self, destination: str, routing_key: str, command: object, metadata: Metadata = None
+    ) -> None:
+        """Serializes ``command`` to JSON and sends it like ``send_command``."""
+        await self._run(self._bus.convert_and_send_command, destination, routing_key, command, metadata)
+
+    async def publish_event(
+        self,
+        routing_key: str,
+        event: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
+        """Publishes ``event`` (already serialized) to every service subscribed to ``routing_key``."""
+        await self._run(self._bus.publish_event, routing_key, event, source_media_type, metadata)
+
+    async def convert_and_publish_event(self, routing_key: str, event: object, metadata: Metadata = None) -> None:
+        """Serializes ``event`` to JSON and publishes it like ``publish_event``."""
+        await self._run(self._bus.convert_and_publish_event, routing_key, event, metadata)
+
+    async def send_message(
+        self,
+        destination: str,
+        target_channel_name: str,
+        payload: str | bytes,
+        source_media_type: str = MediaType.TEXT_PLAIN,
+        metadata: Metadata = None,
+    ) -> None:
+        """Sends ``payload`` to the ``@service_activator`` of ``target_channel_name`` in ``destination``."""
+        await self._run(self._bus.send_message, destination, target_channel_name, payload, source_media_type, metadata)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """``async with bus.batch():`` collects what is sent in the block and publishes it when the block ends, with
+        one confirm wait, as :meth:`DistributedBus.batch` (nothing is published if the block raises)."""
+        with self._bus._collecting() as collected:
+            yield
+        if collected:
+            await asyncio.to_thread(self._bus._publish_collected, collected)
 
 
 def _merge(metadata: Metadata, extra: dict[str, str]) -> Metadata:

@@ -3,23 +3,25 @@
 ::
 
     from fastapi import FastAPI
-    from container_messaging.integrations.fastapi import DistributedBusDep, messaging_lifespan, run_blocking
+    from container_messaging.integrations.fastapi import AsyncDistributedBusDep, messaging_lifespan
 
     app = FastAPI(lifespan=messaging_lifespan("configs/user.yaml"))
 
     @app.post("/people/{person_id}/billing-details")
-    async def change(person_id: str, details: str, bus: DistributedBusDep) -> None:
-        await run_blocking(bus.convert_and_send_command, "billing", "billing.changeDetails", {...})
+    async def change(person_id: str, details: str, bus: AsyncDistributedBusDep) -> None:
+        await bus.convert_and_send_command("billing", "billing.changeDetails", {...})
 
 - :func:`messaging_lifespan` (or :func:`messaging` inside an application's own lifespan) builds the container from a
   configuration file, a mapping of the same keys, or a built container; keeps it on ``app.state.messaging``;
   optionally runs endpoints' consumers in background threads; and at shutdown stops them and closes the container.
 - :func:`from_messaging` is a ``Depends`` giving any type (or provider name) the container resolves;
-  ``DistributedBusDep``, ``CommandBusDep``, ``EventBusDep``, ``QueryBusDep`` and ``MessagingDep`` (the container) are
-  ready-made ``Annotated`` aliases. Resolution happens on the event loop: the buses do no I/O when built.
-- The buses are synchronous (they wait for the broker's confirm). A ``def`` path operation calls them as they are
-  (FastAPI runs it in a worker thread); an ``async def`` one awaits :func:`run_blocking`, so the event loop is never
-  blocked.
+  ``DistributedBusDep``, ``CommandBusDep``, ``EventBusDep``, ``QueryBusDep``, their async flavours
+  ``AsyncDistributedBusDep``, ``AsyncCommandBusDep``, ``AsyncEventBusDep``, ``AsyncQueryBusDep``, and
+  ``MessagingDep`` (the container) are ready-made ``Annotated`` aliases. Resolution happens on the event loop: the
+  buses do no I/O when built.
+- A ``def`` path operation calls the synchronous buses (they wait for the broker's confirm; FastAPI runs it in a
+  worker thread); an ``async def`` one awaits the async buses, which wait for the same confirm without blocking the
+  event loop. :func:`run_blocking` is for any other blocking call.
 """
 
 from __future__ import annotations
@@ -41,13 +43,17 @@ try:
 except ImportError as exc:
     raise missing_extra("fastapi", "FastAPI", exc) from exc
 
-from container_messaging.buses import CommandBus, EventBus, QueryBus
+from container_messaging.buses import AsyncCommandBus, AsyncEventBus, AsyncQueryBus, CommandBus, EventBus, QueryBus
 from container_messaging.container import MessagingContainer
-from container_messaging.distributed import DistributedBus
+from container_messaging.distributed import AsyncDistributedBus, DistributedBus
 from container_messaging.errors import ConfigurationError
 from container_messaging.integrations.background import BackgroundConsumer
 
 __all__ = [
+    "AsyncCommandBusDep",
+    "AsyncDistributedBusDep",
+    "AsyncEventBusDep",
+    "AsyncQueryBusDep",
     "CommandBusDep",
     "DistributedBusDep",
     "EventBusDep",
@@ -73,11 +79,11 @@ T = TypeVar("T")
 
 
 async def run_blocking(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """Runs ``call(*args, **kwargs)`` (a bus method) in a worker thread and returns its result.
+    """Runs ``call(*args, **kwargs)`` (a blocking call) in a worker thread and returns its result.
 
-    The one place where ``async def`` path operations reach the synchronous buses, so the event loop is never
-    blocked while a send waits for the broker. To send several messages with one confirm wait, pass a function that
-    sends them inside ``bus.batch()`` (a batch opened on the event loop would publish on it when it ends).
+    For the buses, ``async def`` path operations await the async buses instead (``AsyncDistributedBusDep``...):
+    ``await bus.convert_and_send_command(...)`` and ``async with bus.batch():`` wait for the broker's confirm
+    without blocking the event loop. This stays for other blocking work (and for bus code written against it).
     """
     return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
@@ -189,3 +195,7 @@ DistributedBusDep = Annotated[DistributedBus, from_messaging(DistributedBus)]
 CommandBusDep = Annotated[CommandBus, from_messaging(CommandBus)]
 EventBusDep = Annotated[EventBus, from_messaging(EventBus)]
 QueryBusDep = Annotated[QueryBus, from_messaging(QueryBus)]
+AsyncDistributedBusDep = Annotated[AsyncDistributedBus, from_messaging(AsyncDistributedBus)]
+AsyncCommandBusDep = Annotated[AsyncCommandBus, from_messaging(AsyncCommandBus)]
+AsyncEventBusDep = Annotated[AsyncEventBus, from_messaging(AsyncEventBus)]
+AsyncQueryBusDep = Annotated[AsyncQueryBus, from_messaging(AsyncQueryBus)]

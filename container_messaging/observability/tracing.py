@@ -83,6 +83,8 @@ class TracingMiddleware(Middleware):
     ) -> None:
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._propagator = propagator
+        # id(message) -> its processing span, while the consumer processes it (handlers may run on other threads)
+        self._processing: dict[int, Span] = {}
 
     def __repr__(self) -> str:
         return f"TracingMiddleware(propagator={self._propagator!r})"
@@ -120,8 +122,9 @@ class TracingMiddleware(Middleware):
 
     @contextmanager
     def receiving(self, endpoint: EndpointInfo, message: Message) -> Iterator[None]:
-        """The CONSUMER span of processing one message, child of the context its headers carry; current while the
-        message is processed, so the handlers' spans are its children."""
+        """The CONSUMER span of processing one message, child of the context its headers carry. It is not made
+        current (the consumer takes other messages meanwhile, and runs handlers on other threads): the handlers'
+        spans name it as their parent."""
         parent = self.propagator.extract(self._carrier(message.headers))
         attributes = _common(endpoint.system, message.headers)
         attributes.update(
@@ -134,15 +137,21 @@ class TracingMiddleware(Middleware):
             }
         )
         key = _text(message.headers.get(ROUTING_KEY)) or endpoint.queue
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"process {key[:255]}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        ):
-            yield
+        )
+        self._processing[id(message)] = span
+        try:
+            with _ending(span):
+                yield
+        finally:
+            self._processing.pop(id(message), None)
 
     @contextmanager
     def handling(self, endpoint: EndpointInfo, handler: Handler, message: Message) -> Iterator[None]:
-        """An INTERNAL span per handler run (each attempt), current while the handler runs: what it publishes is
-        its child. A handler's exception is recorded and the span's status is an error."""
+        """An INTERNAL span per handler run (each attempt), child of the message's processing span and current
+        while the handler runs (on its thread or task): what it publishes is its child. A handler's exception is
+        recorded and the span's status is an error."""
         attributes = {
             "container_messaging.endpoint": endpoint.name,
             "container_messaging.handler": handler.name,
@@ -152,8 +161,10 @@ class TracingMiddleware(Middleware):
         message_id = _text(message.headers.get(ID))
         if message_id is not None:
             attributes["messaging.message.id"] = message_id[:255]
+        processing = self._processing.get(id(message))
+        parent = trace.set_span_in_context(processing) if processing is not None else None
         with self._tracer.start_as_current_span(
-            f"handle {handler.name}", kind=SpanKind.INTERNAL, attributes=attributes
+            f"handle {handler.name}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         ):
             yield
 
@@ -169,8 +180,8 @@ class TracingMiddleware(Middleware):
     ) -> None:
         """An event on the processing span (``handled``, ``retried later``, ``dead-lettered``, ...); a failure that
         was not handled in the end makes its status an error."""
-        span = trace.get_current_span()
-        if not span.is_recording():
+        span = self._processing.get(id(message))
+        if span is None or not span.is_recording():
             return
         event: dict[str, Any] = {}
         if attempt is not None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
+import attrs
 import kombu
 from kombu import Exchange, Queue, binding
 
@@ -40,7 +41,17 @@ from container_messaging.transports.base import (
 )
 from container_messaging.transports.options import TransportOptions
 
-__all__ = ["ACCEPT", "KombuDelivery", "KombuReceiver", "KombuTransport", "causes", "not_found", "publish_kwargs"]
+__all__ = [
+    "ACCEPT",
+    "KombuDelivery",
+    "KombuReceiver",
+    "KombuTransport",
+    "PublishRequest",
+    "causes",
+    "not_found",
+    "publish_kwargs",
+    "publishing",
+]
 
 log = logging.getLogger("container_messaging.transport")
 
@@ -79,14 +90,50 @@ def not_found(error: BaseException) -> bool:
     return str(getattr(error, "reply_code", "")) == "404"
 
 
+def publishing(exchange: str, message: OutboundMessage) -> str:
+    """What publishing ``message`` is called in logs and errors."""
+    if not exchange:
+        return f"publishing message {message.message_id!r} to queue {message.routing_key!r}"
+    return f"publishing message {message.message_id!r} to {exchange!r} with routing key {message.routing_key!r}"
+
+
 def _describe(action: str, subject: object) -> str:
     return action if subject is None else f"{action} {subject!r}"
+
+
+@attrs.define(eq=False)
+class PublishRequest:
+    """One caller's messages for the publisher (one ``publish``, ``publish_many`` or ``send_to_queue``), and what
+    became of them: ``error`` None once they were all published (confirmed, with publisher confirms)."""
+
+    exchange: str
+    messages: Sequence[tuple[OutboundMessage, bool]]  # (message, mandatory)
+    done: bool = False
+    error: Exception | None = None
+
+    def finish(self, error: Exception | None) -> None:
+        self.done, self.error = True, error
+
+    def run(self, publish: Callable[[str, Sequence[tuple[OutboundMessage, bool]]], None]) -> None:
+        """Publishes with ``publish(exchange, messages)`` and keeps its outcome for the caller."""
+        try:
+            publish(self.exchange, self.messages)
+        except Exception as error:
+            self.finish(error)
+        else:
+            self.finish(None)
 
 
 class KombuTransport(BaseTransport):
     """A transport over one kombu connection URL; connections open on first use.
 
     The publisher keeps one connection; each receiver and each administrative operation opens its own.
+
+    Publishing is safe from any number of threads (group commit, leader/follower): a caller queues its
+    :class:`PublishRequest`; when nobody is publishing, it becomes the leader and publishes every request queued so
+    far, in one go (:meth:`publish_group`: with RabbitMQ's confirms, one wait for all of them), tells each its own
+    outcome and wakes the others: those whose requests it published return, and one of the rest leads next.
+    Nobody else touches the publisher connection meanwhile, and no extra thread is needed.
     """
 
     #: seconds between two calls of :meth:`before_poll` while a receiver waits for messages (None: never called)
@@ -99,6 +146,11 @@ class KombuTransport(BaseTransport):
         self._producer: kombu.Producer | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._declared: set[str] = set()
+        #: held by whoever uses the publisher connection (reentrant: the leader of a group calls with_retries)
+        self._publisher_lock = threading.RLock()
+        self._waiting: list[PublishRequest] = []  # requests not taken by a leader yet
+        self._leading = False  # a caller publishes a group; the others wait for their turn (or their outcome)
+        self._turn = threading.Condition(threading.Lock())
 
     # -- the adapter's hooks ---------------------------------------------------------------------------------------
 
@@ -243,6 +295,10 @@ class KombuTransport(BaseTransport):
 
     def reset_publisher(self) -> None:
         """Drops the publisher connection (the next publish connects again)."""
+        with self._publisher_lock:
+            self._drop_publisher()
+
+    def _drop_publisher(self) -> None:
         if self._publisher is not None:
             try:
                 self._publisher.release()
@@ -256,6 +312,10 @@ class KombuTransport(BaseTransport):
         (reconnecting, with back-off, logged at INFO); then one TransportError says what is known: the message was
         never sent, or an attempt failed after sending it (it may have reached the broker). A refusal for good and
         an unroutable message are raised at once."""
+        with self._publisher_lock:
+            self._with_retries(what, send)
+
+    def _with_retries(self, what: str, send: Callable[[kombu.Producer], None]) -> None:
         attempts = max(self.options.publish_retries, 0) + 1
         maybe_sent = False
         for attempt in range(1, attempts + 1):
@@ -284,28 +344,65 @@ class KombuTransport(BaseTransport):
         raise TransportError(f"{what}: {outcome} after {attempts} attempt(s); the last one: {failure}") from failure
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
-        self.with_retries(
-            f"publishing message {message.message_id!r} to {exchange!r} with routing key {message.routing_key!r}",
-            lambda producer: self.publish_once(producer, exchange, message, mandatory),
-        )
+        self.submit(exchange, ((message, mandatory),))
 
     def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        if messages:
+            self.submit(exchange, messages)
+
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        direct = OutboundMessage(queue, message.body, message.headers, message.content_type, message.message_id)
+        self.submit("", ((direct, True),))
+
+    def submit(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """Publishes ``messages`` (from any thread) and returns once they are published, or raises what went wrong
+        with them (not with other callers' messages): see the class docstring (group commit)."""
+        request = PublishRequest(exchange, messages)
+        with self._turn:
+            self._waiting.append(request)
+            while self._leading and not request.done:
+                self._turn.wait()
+            if not request.done:  # nobody publishes: this caller leads, with every request queued so far
+                self._leading = True
+                group, self._waiting = self._waiting, []
+        if not request.done:
+            try:
+                with self._publisher_lock:
+                    self.publish_group(group)
+            finally:
+                for left in group:  # only when publish_group itself broke (a bug, an interrupt)
+                    if not left.done:
+                        left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
+        if request.error is not None:
+            raise request.error
+
+    def publish_group(self, group: Sequence[PublishRequest]) -> None:
+        """Publishes the requests queued meanwhile (the publisher lock is held) and finishes each with its own
+        outcome; here one after the other."""
+        for request in group:
+            request.run(self.publish_request)
+
+    def publish_request(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """One caller's messages, retried on a lost connection; a failure names what was published and what not."""
+        if len(messages) == 1:
+            message, mandatory = messages[0]
+            self._with_retries(
+                publishing(exchange, message),
+                lambda producer: self.publish_once(producer, exchange, message, mandatory),
+            )
+            return
         for index, (message, mandatory) in enumerate(messages):
             try:
-                self.publish(exchange, message, mandatory=mandatory)
+                self.publish_request(exchange, ((message, mandatory),))
             except TransportError as exc:
                 published = [m.message_id for m, _ in messages[:index]]
                 unsent = [m.message_id for m, _ in messages[index + 1 :]]
                 raise type(exc)(
                     f"{exc}. Of the batch of {len(messages)}: published {published}; not sent {unsent}"
                 ) from exc
-
-    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
-        direct = OutboundMessage(queue, message.body, message.headers, message.content_type, message.message_id)
-        self.with_retries(
-            f"publishing message {message.message_id!r} to queue {queue!r}",
-            lambda producer: self.publish_once(producer, "", direct, True),
-        )
 
     def unroutable(self, exchange: str, routing_key: str) -> str:
         """The message of an :class:`UnroutableMessageError`."""

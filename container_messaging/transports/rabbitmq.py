@@ -30,9 +30,11 @@ from container_messaging.transports._kombu_base import (
     KombuDelivery,
     KombuReceiver,
     KombuTransport,
+    PublishRequest,
     causes,
     not_found,
     publish_kwargs,
+    publishing,
 )
 from container_messaging.transports.base import EndpointTopology, OutboundMessage, dead_letter_queue
 from container_messaging.transports.options import TransportOptions
@@ -115,9 +117,10 @@ def _raise_for_nacks(batch: _Batch, description: str) -> None:
 
 @attrs.define
 class _Batch:
-    """What the broker said so far about the messages of one ``publish_many``, across attempts (by index)."""
+    """What the broker said so far about the messages of one batch, across attempts (by index): one
+    ``publish_many``, or the requests of several callers published together (group commit)."""
 
-    messages: Sequence[tuple[OutboundMessage, bool]]
+    messages: Sequence[tuple[str, OutboundMessage, bool]]  # (exchange, message, mandatory)
     sent: set[int] = attrs.Factory(set)
     confirmed: set[int] = attrs.Factory(set)
     #: refused by the broker (nack) in the latest attempt; published again by the next one
@@ -125,6 +128,10 @@ class _Batch:
     returned: list[tuple[str, str]] = attrs.Factory(list)  # (routing key, message id)
     #: delivery tag -> index, for the publishes of the current attempt the broker has not confirmed yet
     unconfirmed: dict[int, int] = attrs.Factory(dict)
+
+    @classmethod
+    def of(cls, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> _Batch:
+        return cls([(exchange, message, mandatory) for message, mandatory in messages])
 
     def pending(self) -> list[int]:
         """The messages the broker has not confirmed (the nacked ones included)."""
@@ -142,17 +149,21 @@ class _Batch:
                 into.add(self.unconfirmed.pop(done))
 
     def ids(self, indexes: Iterable[int]) -> list[str]:
-        return [self.messages[i][0].message_id for i in sorted(indexes)]
+        return [self.messages[i][1].message_id for i in sorted(indexes)]
 
-    def report(self) -> str:
-        """Which messages the broker confirmed, which may or may not have reached it, which were never sent."""
-        returned_ids = [message_id for _, message_id in self.returned]
-        confirmed = [message_id for message_id in self.ids(self.confirmed) if message_id not in returned_ids]
-        unknown = [i for i in self.pending() if i in self.sent and i not in self.nacked]
-        unsent = [i for i in self.pending() if i not in self.sent]
+    def report(self, among: range | None = None) -> str:
+        """Which messages (of ``among``: default all) the broker confirmed, which may or may not have reached it,
+        which were never sent."""
+        among = among if among is not None else range(len(self.messages))
+        returned_ids = [message_id for _, message_id in self.returned if message_id in self.ids(among)]
+        pending = [i for i in self.pending() if i in among]
+        confirmed = [i for i in self.ids(self.confirmed & set(among)) if i not in returned_ids]
+        nacked = self.nacked & set(among)
+        unknown = [i for i in pending if i in self.sent and i not in nacked]
+        unsent = [i for i in pending if i not in self.sent]
         return (
-            f"Of the batch of {len(self.messages)}: confirmed {confirmed}; "
-            + (f"refused by the broker (nack) {self.ids(self.nacked)}; " if self.nacked else "")
+            f"Of the batch of {len(among)}: confirmed {confirmed}; "
+            + (f"refused by the broker (nack) {self.ids(nacked)}; " if nacked else "")
             + f"not confirmed (may or may not have reached the broker) {self.ids(unknown)}; not sent {self.ids(unsent)}"
             + (f"; returned (no queue bound) {returned_ids}" if returned_ids else "")
         )
@@ -295,18 +306,18 @@ class RabbitMqTransport(KombuTransport):
         if self._returned:  # with confirms the broker returns a message before confirming it
             raise UnroutableMessageError(self.unroutable(exchange, message.routing_key))
 
-    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
-        """With publisher confirms: every message is published, then one wait collects all their confirms. A retry
-        after a lost connection or a nack publishes only what was not confirmed; a failure says which messages the
-        broker confirmed, which it refused, which may or may not have reached it and which were never sent."""
-        if not self.options.confirm_publish:
-            super().publish_many(exchange, messages)
+    def publish_request(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        """With publisher confirms, several messages are published, then one wait collects all their confirms. A
+        retry after a lost connection or a nack publishes only what was not confirmed; a failure says which messages
+        the broker confirmed, which it refused, which may or may not have reached it and which were never sent."""
+        if not self.options.confirm_publish or len(messages) == 1:
+            super().publish_request(exchange, messages)
             return
-        batch = _Batch(messages)
+        batch = _Batch.of(exchange, messages)
         try:
-            self.with_retries(
+            self._with_retries(
                 f"publishing a batch of {len(messages)} to {exchange!r}",
-                lambda producer: self._publish_batch(producer, exchange, batch),
+                lambda producer: self._publish_batch(producer, batch),
             )
         except TransportError as exc:
             raise type(exc)(f"{exc}. {batch.report()}") from exc
@@ -318,7 +329,59 @@ class RabbitMqTransport(KombuTransport):
                 "were published"
             )
 
-    def _publish_batch(self, producer: kombu.Producer, exchange: str, batch: _Batch) -> None:
+    def publish_group(self, group: Sequence[PublishRequest]) -> None:
+        """With publisher confirms, the messages of every caller queued meanwhile are published together and
+        confirmed by one wait (group commit); each caller learns the outcome of its own messages only. One caller
+        alone keeps the plain path (one publish, one confirm)."""
+        if not self.options.confirm_publish or len(group) == 1:
+            super().publish_group(group)
+            return
+        batch = _Batch([(r.exchange, message, mandatory) for r in group for message, mandatory in r.messages])
+        failure: TransportError | None = None
+        try:
+            self._with_retries(
+                f"publishing {len(batch.messages)} messages of {len(group)} senders",
+                lambda producer: self._publish_batch(producer, batch),
+            )
+        except TransportError as exc:
+            failure = exc
+        returned = {message_id for _, message_id in batch.returned}
+        start = 0
+        for request in group:
+            own = range(start, start + len(request.messages))
+            start = own.stop
+            request.finish(self._outcome(request, batch, own, returned, failure))
+
+    def _outcome(
+        self,
+        request: PublishRequest,
+        batch: _Batch,
+        own: range,
+        returned: set[str],
+        failure: TransportError | None,
+    ) -> TransportError | None:
+        """One caller's error in a group (None: its messages were all confirmed and routed)."""
+        exchange = request.exchange
+        if failure is not None and not set(own) <= batch.confirmed:
+            if len(own) == 1:
+                message = batch.messages[own.start][1]
+                what = f"{publishing(exchange, message)}: published together with other senders' messages"
+            else:
+                what = f"publishing a batch of {len(own)} to {exchange!r}"
+            return type(failure)(f"{what}: {failure}. {batch.report(own)}")
+        unrouted = [message for _, message, _ in batch.messages[own.start : own.stop] if message.message_id in returned]
+        if not unrouted:
+            return None
+        if len(own) == 1:
+            return UnroutableMessageError(self.unroutable(exchange, unrouted[0].routing_key))
+        keys = ", ".join(sorted({repr(message.routing_key) for message in unrouted}))
+        return UnroutableMessageError(
+            f"{len(unrouted)} of {len(own)} messages were returned: no queue is bound to routing key {keys} on "
+            f"exchange {exchange!r} ({self.description}): {[m.message_id for m in unrouted]}; the others were "
+            "published"
+        )
+
+    def _publish_batch(self, producer: kombu.Producer, batch: _Batch) -> None:
         channel = producer.channel
         # py-amqp's confirm_publish mode waits for each confirm inside basic_publish. A batch pipelines them
         # instead: it selects confirm mode itself (``_confirm_selected`` is py-amqp's own flag for that) and
@@ -333,7 +396,7 @@ class RabbitMqTransport(KombuTransport):
         self._returned.clear()
         try:
             for index in batch.pending():
-                message, mandatory = batch.messages[index]
+                exchange, message, mandatory = batch.messages[index]
                 amqp_message = channel.prepare_message(
                     message.body,
                     0,
