@@ -374,3 +374,82 @@ def test_a_command_sent_through_the_outbox_and_published_by_the_relay_continues_
     assert _parent_of(send) == request.get_span_context().span_id
     assert _parent_of(process) == send.context.span_id
     assert process.context.trace_id == request.get_span_context().trace_id
+
+
+ASYNC_HANDLERS = """
+import asyncio
+from container_messaging import DistributedBus, command_handler, distributed
+
+class AsyncBilling:
+    def __init__(self, bus: DistributedBus) -> None:
+        self.bus = bus
+
+    @distributed
+    @command_handler("billing.asyncChange")
+    async def change(self, command: dict) -> None:
+        await asyncio.sleep(0.01)
+        self.bus.convert_and_publish_event("billing.detailsWereChanged", command)
+"""
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_with_several_messages_in_hand_each_handler_span_is_the_child_of_its_own_message(
+    memory_system: System, make_module: Callable[[str, str], str], concurrency: int
+) -> None:
+    """With concurrency 4 (worker threads) as with 1, each of several commands has its processing span, its handler
+    span is that span's child, and the event the handler published is the handler span's child, each message in
+    the trace of its own send."""
+    bus = memory_system.user.get(DistributedBus)
+    for n in range(6):
+        bus.convert_and_send_command("billing", "billing.changeDetails", {"n": n})
+    result = memory_system.billing.run(
+        "billing", handled_message_limit=6, execution_time_limit=20_000, concurrency=concurrency
+    )
+    assert result.handled == 6
+    spans = memory_system.spans()
+    by_id = {span.context.span_id: span for span in spans}
+    sends = [span for span in spans if span.name == "publish billing.changeDetails"]
+    processes = [span for span in spans if span.name == "process billing.changeDetails"]
+    handles = [span for span in spans if span.name.startswith("handle ")]
+    events = [span for span in spans if span.name == "publish billing.detailsWereChanged"]
+    assert (len(sends), len(processes), len(handles), len(events)) == (6, 6, 6, 6)
+    for event in events:
+        handle = by_id[_parent_of(event)]
+        process = by_id[_parent_of(handle)]
+        send = by_id[_parent_of(process)]
+        assert (handle in handles, process in processes, send in sends) == (True, True, True)
+        assert event.context.trace_id == send.context.trace_id
+    assert len({span.context.trace_id for span in sends}) == 6
+
+
+def test_a_coroutine_handler_is_traced_like_a_plain_one(
+    memory_system: System, make_module: Callable[[str, str], str], tracing: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """An async def handler, awaited on the consumer's loop, gets its handler span as the child of the message's
+    processing span, and what it publishes is the child of its handler span."""
+    provider, exporter = tracing
+    module = make_module("traced_async_handlers", ASYNC_HANDLERS)
+    billing = MessagingContainer.from_dict(
+        {
+            "service_name": "billing",
+            "scan": [module],
+            "transport": {"url": "memory://"},
+            "distribution": {
+                "exchange": memory_system.billing.topology.exchange,
+                "queue_prefix": memory_system.billing.settings.distribution.queue_prefix,
+            },
+        },
+        middleware=[TracingMiddleware(provider)],
+    )
+    try:
+        billing.setup()
+        memory_system.user.get(DistributedBus).convert_and_send_command("billing", "billing.asyncChange", {"n": 1})
+        assert billing.run("billing", **RUN).handled == 1
+    finally:
+        billing.close()
+    spans = list(exporter.get_finished_spans())
+    process = _one(spans, "process billing.asyncChange")
+    handle = next(span for span in spans if span.name.startswith("handle ") and "AsyncBilling" in span.name)
+    event = _one(spans, "publish billing.detailsWereChanged")
+    assert _parent_of(handle) == process.context.span_id
+    assert _parent_of(event) == handle.context.span_id
