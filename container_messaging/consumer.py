@@ -45,7 +45,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any, Final, Protocol
 
@@ -229,7 +229,7 @@ class _Job:
     started: float
     decisions: list[RetryLater | MoveToDeadLetter] = attrs.Factory(list)
     succeeded: list[str] = attrs.Factory(list)  # deduplication keys of the handlers that returned
-    receiving: ExitStack | None = None  # the middleware's receiving hooks, left when the message is settled
+    receiving: AbstractContextManager[None] | None = None  # the middleware's receiving hook, left once settled
 
 
 def _field(value: object) -> str | None:
@@ -242,16 +242,6 @@ def _field(value: object) -> str | None:
 def _routing_key(message: Message) -> str:
     key = message.headers.get(ROUTING_KEY)
     return key if isinstance(key, str) and len(key) <= MAX_ROUTING_KEY else shown(key)
-
-
-@contextmanager
-def _leaving_on_error(hooks: ExitStack) -> Iterator[None]:
-    """Leaves ``hooks`` with the exception when the block raises (they see it); on success they stay entered."""
-    try:
-        yield
-    except BaseException as exc:
-        hooks.__exit__(type(exc), exc, exc.__traceback__)
-        raise
 
 
 class Endpoint(Protocol):
@@ -569,12 +559,15 @@ class EndpointConsumer:
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
         if self._middleware is None:
             return self._route(delivery, message, options, counts, started)
-        receiving = ExitStack()
-        receiving.enter_context(self._middleware.receiving(self._info, message))
-        with _leaving_on_error(receiving):
+        receiving = self._middleware.receiving(self._info, message)
+        receiving.__enter__()  # left when the message is settled: here, or in _finish
+        try:
             job = self._route(delivery, message, options, counts, started)
+        except BaseException as exc:
+            receiving.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         if job is None:
-            receiving.close()  # settled already
+            receiving.__exit__(None, None, None)  # settled already
         else:
             job.receiving = receiving
         return job
@@ -653,14 +646,17 @@ class EndpointConsumer:
         if job.receiving is None:
             self._settle(job, options, counts)
             return
-        with _leaving_on_error(job.receiving):
+        try:
             self._settle(job, options, counts)
-        job.receiving.close()
+        except BaseException as exc:
+            job.receiving.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        job.receiving.__exit__(None, None, None)
 
     def _received(self, job: _Job) -> None:
         """Leaves the receiving hooks of a job that will not be settled here (its connection was lost)."""
         if job.receiving is not None:
-            job.receiving.close()
+            job.receiving.__exit__(None, None, None)
 
     def _settle(self, job: _Job, options: RunOptions, counts: _Counts) -> None:
         for key in job.succeeded:

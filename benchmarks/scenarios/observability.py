@@ -32,7 +32,8 @@ def run(ctx: Context) -> ScenarioResult:
     result.rows += list(rows.values())
     result.notes.append(
         "Without middleware the container installs no hook (no transport decorator, one None check per message in "
-        "the consumer): the baseline is the framework as it runs by default. The otel rows create real spans and "
+        "the consumer): the baseline is the framework as it runs by default. Times are CPU time of the worker process. "
+        "The otel rows create real spans and "
         "readings (SDK providers) and export nothing."
     )
     return result
