@@ -2,7 +2,7 @@
 
 ::
 
-    container-messaging [--config PATH] [-v...] list
+    container-messaging [--config PATH] [--app MODULE:ATTR] [-v...] list
     container-messaging [--config PATH] [-v...] run NAME [--handled-message-limit N] [--execution-time-limit MS]
                                                           [--memory-limit MB] [--stop-on-failure]
                                                           [--finish-when-no-messages] [--wait-for-broker SECONDS]
@@ -11,105 +11,129 @@
     container-messaging [--config PATH] [-v...] send-command DEST KEY PAYLOAD [--content-type T] [--header K=V ...]
     container-messaging [--config PATH] [-v...] publish-event KEY PAYLOAD [--content-type T] [--header K=V ...]
     container-messaging [--config PATH] [-v...] send-message DEST CHANNEL PAYLOAD [--content-type T] [--header K=V]
+    container-messaging [--config PATH] [-v...] dead-letter [--endpoint NAME] list [--limit N] [--json] [--full]
+    container-messaging [--config PATH] [-v...] dead-letter show ID [--json] [--full]
+    container-messaging [--config PATH] [-v...] dead-letter replay ID | --all
+    container-messaging [--config PATH] [-v...] dead-letter delete ID
     container-messaging [--config PATH ...] asyncapi [--output FILE] [--api-version V]
     container-messaging [--config PATH ...] graph [--format mermaid|dot] [--output FILE]
+    container-messaging --version
 
-The configuration file is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment variable. ``--config``
-and ``-v`` may come before or after the subcommand (``container-messaging run billing -vvv``). ``PAYLOAD`` ``-``
-reads standard input.
+The configuration file is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment variable. ``--app
+package.module:container`` hands the application's dependency-injector container to the messaging container, so
+handlers get what it provides. ``--config``, ``--app`` and ``-v`` may come before or after the subcommand
+(``container-messaging run billing -vvv``). ``PAYLOAD`` ``-`` reads standard input.
 
-Exit codes: 0 success; 1 a failure (broker, handler, ``run --stop-on-failure`` stopped by a failed message);
-2 a usage or configuration error; 130 interrupted. Errors are one line on standard error,
-``container-messaging: error: <message>``, with the traceback only at ``-vvv``. Passwords in URLs are replaced by
-``***`` in everything printed or logged.
+Errors are one line on standard error, ``container-messaging: error: <message>``, with the traceback only at
+``-vvv``; the exit codes are :data:`EXIT_CODES`. Nothing printed is scanned for secrets: they are hidden where they
+are held (settings, URLs: :mod:`container_messaging.redaction`). Long bodies and values are printed cut to a few
+thousand characters, saying how much was cut, unless ``--full``; every output path is linear in what it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Final
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
 
 import attrs
 
 from container_messaging.config import CONFIG_ENV, config_path
 from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
+from container_messaging.deadletter import DeadLetter, DeadLetterEntry
 from container_messaging.distributed import DistributedBus
-from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
-from container_messaging.messages import ID, MediaType, new_message_id
-from container_messaging.redaction import mask_url
+from container_messaging.errors import (
+    ConfigurationError,
+    ContainerError,
+    EndpointError,
+    HandlerDefinitionError,
+    MessagingError,
+    ScanError,
+    TransportError,
+)
+from container_messaging.messages import ID, TIMESTAMP, MediaType, new_message_id
 from container_messaging.supervisor import Supervisor
 
-__all__ = ["CONFIG_ENV", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG", "build_parser", "main"]
+__all__ = [
+    "BODY_LIMIT",
+    "CONFIG_ENV",
+    "EXIT_BROKER",
+    "EXIT_CODES",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "TRACE_LIMIT",
+    "UsageError",
+    "VALUE_LIMIT",
+    "build_parser",
+    "main",
+]
 
 PROG: Final = "container-messaging"
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_BROKER: Final = 3
 EXIT_INTERRUPTED: Final = 130
+
+#: Every exit code and what it means: the ``--help`` epilog and the README's table say exactly this.
+EXIT_CODES: Final = (
+    (EXIT_OK, "success, also when the reader of the output stops early (`head -1`)"),
+    (
+        EXIT_FAILURE,
+        "a message failed: run --stop-on-failure stopped at a failed message, the sender refused a message, "
+        "no dead letter entry has that id, or an unexpected error",
+    ),
+    (
+        EXIT_USAGE,
+        "usage, configuration or boot error: bad arguments, no or a wrong configuration file, a module of scan "
+        "that fails to import, clashing handlers, a missing dependency, an unknown endpoint, a wrong --app",
+    ),
+    (EXIT_BROKER, "the broker: unreachable, refused us (credentials, vhost, permissions) or could not route a message"),
+    (EXIT_INTERRUPTED, "interrupted: Ctrl-C, or a second SIGINT/SIGTERM while run finishes a message"),
+)
+
+#: What the boot of a container raises for a mistake in the configuration, the code or the command line.
+_BOOT_ERRORS: Final = (ConfigurationError, ScanError, HandlerDefinitionError, ContainerError, EndpointError)
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _TABLE_TITLE: Final = "Endpoint Names"
 
+#: Without ``--full``, the characters printed of a body, of a trace, and of any other value.
+BODY_LIMIT: Final = 2000
+TRACE_LIMIT: Final = 4000
+VALUE_LIMIT: Final = 200
+#: The widest a column of ``dead-letter list`` gets without ``--full``.
+_COLUMN_LIMIT: Final = 60
+
 log = logging.getLogger("container_messaging.cli")
 
 
-class UsageError(Exception):
-    """A command line mistake found after parsing (no configuration, bad payload): exit code 2."""
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Masking: every line printed or logged goes through it
-
-
-_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-
-
-class _Masker:
-    """Replaces the password of every URL in a text by ``***`` (and the configured URLs, whatever they hold)."""
-
-    def __init__(self) -> None:
-        self._urls: dict[str, str] = {}
-
-    def add_url(self, url: str) -> None:
-        masked = mask_url(url)
-        if masked != url:
-            self._urls[url] = masked
-
-    def __call__(self, text: str) -> str:
-        # Known URLs first: a password with a space or a quote would stop the pattern below before the '@'.
-        for url, masked in self._urls.items():
-            text = text.replace(url, masked)
-        return _URL.sub(lambda match: mask_url(match.group(0)), text)
-
-
-class _MaskingFormatter(logging.Formatter):
-    def __init__(self, fmt: str, masker: _Masker) -> None:
-        super().__init__(fmt)
-        self._masker = masker
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._masker(super().format(record))
+class UsageError(MessagingError):
+    """A command line mistake found after parsing (no configuration, bad payload, bad ``--app``): exit code 2."""
 
 
 @contextmanager
-def _logging(verbosity: int, masker: _Masker) -> Iterator[None]:
+def _logging(verbosity: int) -> Iterator[None]:
     """Logs to stderr: WARNING; ``-v`` INFO and ``-vv`` DEBUG for container_messaging; ``-vvv`` DEBUG everywhere."""
     root = logging.getLogger()
     package = logging.getLogger("container_messaging")
     saved = root.level, package.level
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_MaskingFormatter(LOG_FORMAT, masker))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
     package.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.NOTSET)
@@ -149,11 +173,11 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
-    """``--config`` and ``-v`` on the main parser and again on each subcommand.
+    """``--config``, ``--app`` and ``-v`` on the main parser and again on each subcommand.
 
     A subparser writes every attribute it parsed into the shared namespace, so the subcommand's copies use their own
     ``dest`` s (``*_after``) with ``SUPPRESS`` defaults: given after the subcommand, ``-v`` adds to the count given
-    before it and ``--config`` overrides the one given before it.
+    before it and ``--config`` / ``--app`` override the ones given before it.
     """
     suffix = "_after" if after_command else ""
     parser.add_argument(
@@ -162,6 +186,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool)
         metavar="PATH",
         default=argparse.SUPPRESS if after_command else None,
         help=f"the YAML or INI configuration file (default: ${CONFIG_ENV})",
+    )
+    parser.add_argument(
+        "--app",
+        dest=f"app{suffix}",
+        metavar="MODULE:ATTR",
+        default=argparse.SUPPRESS if after_command else None,
+        help="the application's dependency-injector container, e.g. myapp.containers:container; handlers get "
+        "what it provides",
     )
     parser.add_argument(
         "-v",
@@ -192,13 +224,62 @@ def _add_sending_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dead_letter_command(dead_letter: argparse.ArgumentParser) -> None:
+    """``dead-letter``'s actions: list, show, replay, delete."""
+    dead_letter.add_argument(
+        "--endpoint", type=_name, metavar="NAME", help="the endpoint whose dead letter to use (default: the service)"
+    )
+    actions = dead_letter.add_subparsers(dest="dead_letter_action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, after_command=True)
+        sub.add_argument(
+            "--endpoint",
+            type=_name,
+            metavar="NAME",
+            default=argparse.SUPPRESS,
+            help="the endpoint whose dead letter to use (default: the service)",
+        )
+        return sub
+
+    listing = action("list", "A table of the dead letter's entries, oldest first (message id, time, handler, error).")
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="show the first N entries (default: %(default)s); the rest are counted, not read",
+    )
+    listing.add_argument("--json", action="store_true", help="print the entries as JSON (for scripts)")
+    listing.add_argument("--full", action="store_true", help="print every value whole (bodies, errors, headers)")
+    show = action("show", "Everything kept about one message: failure, attempts, times, headers, body and trace.")
+    show.add_argument("message_id", metavar="ID", help="the message id (the 'id' header)")
+    show.add_argument("--json", action="store_true", help="print the entries as JSON")
+    show.add_argument("--full", action="store_true", help="print the body, the trace and the headers whole")
+    replay = action("replay", "Send a message (or --all) back to the endpoint it failed in.")
+    replay.add_argument("message_id", metavar="ID", nargs="?", help="the message id")
+    replay.add_argument("--all", action="store_true", help="replay every entry")
+    delete = action("delete", "Remove a message from the dead letter for good.")
+    delete.add_argument("message_id", metavar="ID", help="the message id")
+
+
+def _version() -> str:
+    try:
+        return version("container-messaging")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``container-messaging``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run and set up the consumer of a container_messaging service, and send it messages.",
-        epilog="exit codes: 0 success, 1 failure, 2 usage or configuration error, 130 interrupted",
+        epilog="exit codes:\n" + "\n".join(f"  {code:<5}{meaning}" for code, meaning in EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     _add_global_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -260,34 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_message.add_argument("channel", type=_name, metavar="CHANNEL", help="the target channel name")
     _add_sending_options(send_message)
 
-    dead_letter = command("dead-letter", "List, show, replay or delete the messages that failed for good.")
-    dead_letter.add_argument(
-        "--endpoint", type=_name, metavar="NAME", help="the endpoint whose dead letter to use (default: the service)"
-    )
-    actions = dead_letter.add_subparsers(dest="dead_letter_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text)
-        _add_global_options(sub, after_command=True)
-        sub.add_argument(
-            "--endpoint",
-            type=_name,
-            metavar="NAME",
-            default=argparse.SUPPRESS,
-            help="the endpoint whose dead letter to use (default: the service)",
-        )
-        return sub
-
-    listing = action("list", "A table of the dead letter's entries (message id, time, handler, error).")
-    listing.add_argument("--json", action="store_true", help="print the entries as JSON (for scripts)")
-    show = action("show", "Everything kept about one message: failure, trace, headers and body.")
-    show.add_argument("message_id", metavar="ID", help="the message id (the 'id' header)")
-    show.add_argument("--json", action="store_true", help="print the entries as JSON")
-    replay = action("replay", "Send a message (or --all) back to the endpoint it failed in.")
-    replay.add_argument("message_id", metavar="ID", nargs="?", help="the message id")
-    replay.add_argument("--all", action="store_true", help="replay every entry")
-    delete = action("delete", "Remove a message from the dead letter for good.")
-    delete.add_argument("message_id", metavar="ID", help="the message id")
+    _add_dead_letter_command(command("dead-letter", "List, show, replay or delete the messages that failed for good."))
     _add_docs_commands(commands)
     return parser
 
@@ -296,11 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands
 
 
-def _out(masker: _Masker, line: str) -> None:
-    print(masker(line), file=sys.stdout, flush=True)
+def _out(line: str) -> None:
+    print(line, flush=True)
 
 
-def _cmd_list(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_list(container: MessagingContainer, args: argparse.Namespace) -> int:
     names = container.list()
     width = max([len(_TABLE_TITLE), *(len(name) for name in names)])
     border = f"+{'-' * (width + 2)}+"
@@ -308,11 +362,11 @@ def _cmd_list(container: MessagingContainer, args: argparse.Namespace, masker: _
     if names:
         lines.append(border)
     for line in lines:
-        _out(masker, line)
+        _out(line)
     return EXIT_OK
 
 
-def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_run(container: MessagingContainer, args: argparse.Namespace) -> int:
     options = RunOptions(
         handled_message_limit=args.handled_message_limit,
         execution_time_limit=args.execution_time_limit,
@@ -327,13 +381,17 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace, masker: _M
     # the start banner on stderr (stdout keeps the one result line for scripts)
     print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
     result = container.run(args.name, **attrs.asdict(options))
-    _out(masker, result.summary())
+    _out(result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
 
 
 def _child_command(args: argparse.Namespace, options: RunOptions) -> list[str]:
     """The command line of one consumer process of ``run --processes``: this run without ``--processes``."""
-    command = [sys.executable, "-m", "container_messaging", "--config", _config_path(args), "run", args.name]
+    command = [sys.executable, "-m", "container_messaging", "--config", _config_path(args)]
+    app: str | None = getattr(args, "app_after", None) or args.app
+    if app:
+        command += ["--app", app]
+    command += ["run", args.name]
     verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
     if verbosity:
         command.append("-" + "v" * verbosity)
@@ -346,12 +404,12 @@ def _child_command(args: argparse.Namespace, options: RunOptions) -> list[str]:
     return command
 
 
-def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_setup(container: MessagingContainer, args: argparse.Namespace) -> int:
     from container_messaging.transports import dead_letter_queue  # noqa: PLC0415
 
     names: list[str] = [args.name] if args.name is not None else container.list()
     if not names:
-        _out(masker, f"nothing to set up: no endpoints (configure service_name in {container.settings.source})")
+        _out(f"nothing to set up: no endpoints (configure service_name in {container.settings.source})")
         return EXIT_OK
     where = container.settings.transport.masked_url
     for name in names:
@@ -359,9 +417,8 @@ def _cmd_setup(container: MessagingContainer, args: argparse.Namespace, masker: 
         topology = container.topology.endpoint(name, container.routes)
         bindings = ", ".join(repr(key) for key in topology.bindings)
         _out(
-            masker,
             f"{name}: declared exchange {topology.exchange!r}, queue {topology.queue!r} bound to {bindings}, "
-            f"and dead letter queue {dead_letter_queue(topology.queue)!r} on {where}",
+            f"and dead letter queue {dead_letter_queue(topology.queue)!r} on {where}"
         )
     return EXIT_OK
 
@@ -388,94 +445,183 @@ def _metadata(args: argparse.Namespace) -> tuple[dict[str, str], str]:
     return metadata, metadata[ID]
 
 
-def _cmd_send_command(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_send_command(container: MessagingContainer, args: argparse.Namespace) -> int:
     payload = _read_payload(args)
     metadata, message_id = _metadata(args)
     container.get(DistributedBus).send_command(args.destination, args.routing_key, payload, args.content_type, metadata)
-    _out(masker, f"sent command {args.routing_key} to {args.destination} (id {message_id})")
+    _out(f"sent command {args.routing_key} to {args.destination} (id {message_id})")
     return EXIT_OK
 
 
-def _cmd_publish_event(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_publish_event(container: MessagingContainer, args: argparse.Namespace) -> int:
     payload = _read_payload(args)
     metadata, message_id = _metadata(args)
     container.get(DistributedBus).publish_event(args.routing_key, payload, args.content_type, metadata)
-    _out(masker, f"published event {args.routing_key} (id {message_id})")
+    _out(f"published event {args.routing_key} (id {message_id})")
     return EXIT_OK
 
 
-def _cmd_send_message(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _cmd_send_message(container: MessagingContainer, args: argparse.Namespace) -> int:
     payload = _read_payload(args)
     metadata, message_id = _metadata(args)
     container.get(DistributedBus).send_message(args.destination, args.channel, payload, args.content_type, metadata)
-    _out(masker, f"sent message to channel {args.channel} of {args.destination} (id {message_id})")
+    _out(f"sent message to channel {args.channel} of {args.destination} (id {message_id})")
     return EXIT_OK
 
 
-def _time(timestamp: int | None) -> str:
-    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+# --------------------------------------------------------------------------------------------------------------------
+# Dead letter: what is printed of an entry is cut to a few thousand characters unless --full
 
 
-def _cmd_dead_letter(container: MessagingContainer, args: argparse.Namespace, masker: _Masker) -> int:
+def _shorten(text: str, limit: int, full: bool) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if full or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit:,} more characters; --full shows all]"
+
+
+def _cell(text: str | None, full: bool, *, keep_end: bool = False) -> str:
+    """One cell of a table: one line, at most ``_COLUMN_LIMIT`` characters unless ``full`` (``keep_end``: cut at
+    the start, for names whose end tells most, as ``module.Class.method``)."""
+    text = text or "-"
+    if not full:  # the work is bounded too
+        text = text[-4 * _COLUMN_LIMIT :] if keep_end else text[: 4 * _COLUMN_LIMIT]
+    line = " ".join(text.split())
+    if full or len(line) <= _COLUMN_LIMIT:
+        return line
+    return f"...{line[3 - _COLUMN_LIMIT :]}" if keep_end else f"{line[: _COLUMN_LIMIT - 3]}..."
+
+
+def _time(timestamp: object) -> str:
+    """Unix seconds as local time; anything else (a header from the wire may hold anything) as it is."""
+    if timestamp is None:
+        return "-"
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+        try:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+        except (OverflowError, OSError, ValueError):
+            pass
+    return _shorten(str(timestamp), VALUE_LIMIT, full=False)
+
+
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
+
+
+def _entry_json(entry: DeadLetterEntry, full: bool) -> dict[str, Any]:
+    data = entry.as_dict()
+    for key, value in data.items():
+        if isinstance(value, str):
+            limit = BODY_LIMIT if key in ("body", "body_base64") else TRACE_LIMIT if key == "trace" else VALUE_LIMIT
+            data[key] = _shorten(value, limit, full)
+    data["headers"] = {
+        key: _shorten(value, VALUE_LIMIT, full) if isinstance(value, str) else value
+        for key, value in data["headers"].items()
+    }
+    return data
+
+
+def _dead_letter_list(dead_letter: DeadLetter, args: argparse.Namespace) -> int:
+    entries = dead_letter.list(args.limit + 1)  # one more than shown tells whether there are more
+    if len(entries) > args.limit:
+        del entries[args.limit :]
+        total = max(dead_letter.count(), args.limit + 1)  # the broker's figure may lag behind a read just done
+    else:
+        total = len(entries)
+    more = total - len(entries)
+    if args.json:
+        _out(json.dumps([_entry_json(entry, args.full) for entry in entries], indent=2))
+        if more:
+            print(f"{PROG}: {more} more entries not shown: raise --limit", file=sys.stderr, flush=True)
+        return EXIT_OK
+    shown = f" (the first {len(entries)})" if more else ""
+    _out(f"{_plural(total, 'dead letter entry', 'dead letter entries')} for {dead_letter.endpoint}{shown}")
+    if not entries:
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [("MESSAGE ID", "FAILED AT", "ATTEMPTS", "ROUTING KEY", "HANDLER", "REASON", "ERROR")]
+    for entry in entries:
+        error = f"{(entry.error_class or '?').rsplit('.', 1)[-1]}: {entry.error_message or ''}"
+        rows.append(
+            (
+                _cell(entry.message_id, args.full),
+                _time(entry.failed_at),
+                str(entry.attempts or "-"),
+                _cell(entry.routing_key, args.full),
+                _cell(entry.handler, args.full, keep_end=True),
+                _cell(entry.reason, args.full),
+                _cell(error, args.full),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        _out("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
+    if more:
+        _out(f"{_plural(more, 'more entry', 'more entries')}: --limit {total} shows all")
+    return EXIT_OK
+
+
+def _dead_letter_show(dead_letter: DeadLetter, args: argparse.Namespace) -> int:
+    entries = dead_letter.get(args.message_id)
+    if args.json:
+        _out(json.dumps([_entry_json(entry, args.full) for entry in entries], indent=2))
+        return EXIT_OK
+    for number, entry in enumerate(entries, 1):
+        if len(entries) > 1:
+            _out(f"{'' if number == 1 else chr(10)}entry {number} of {len(entries)} of message {entry.message_id}")
+        _out(_entry_text(entry, args.full))
+    return EXIT_OK
+
+
+def _entry_text(entry: DeadLetterEntry, full: bool) -> str:
+    def value(text: object) -> str:
+        return _shorten("-" if text is None else str(text), VALUE_LIMIT, full)
+
+    data = entry.as_dict()
+    body = data.get("body")
+    body_label = "body" if body is not None else "body (not UTF-8, base64)"
+    sent = entry.headers.get(TIMESTAMP)
+    fields = (
+        ("message id", value(entry.message_id)),
+        ("endpoint", value(entry.endpoint)),
+        ("routing key", value(entry.routing_key)),
+        ("payload type", value(entry.payload_type)),
+        ("handler", value(entry.handler)),
+        ("reason", value(entry.reason)),
+        ("attempts", value(entry.attempts)),
+        ("sent at", _time(sent)),
+        ("failed at", f"{_time(entry.failed_at)} (the last attempt)"),
+        ("error", _shorten(f"{entry.error_class or '?'}: {entry.error_message or ''}", BODY_LIMIT, full)),
+        ("content type", value(entry.content_type)),
+    )
+    lines = [f"{label + ':':<14}{text}" for label, text in fields]
+    lines.append("headers:")
+    lines.extend(f"  {key}: {value(header)}" for key, header in sorted(data["headers"].items()))
+    lines.append(f"{body_label} ({len(entry.body):,} bytes):")
+    lines.append(_shorten(body if body is not None else data["body_base64"], BODY_LIMIT, full))
+    lines.append("trace:")
+    lines.append(_shorten(entry.trace or "-", TRACE_LIMIT, full))
+    return "\n".join(lines)
+
+
+def _cmd_dead_letter(container: MessagingContainer, args: argparse.Namespace) -> int:
     dead_letter = container.dead_letter(args.endpoint)
     todo = args.dead_letter_action
     if todo == "list":
-        entries = dead_letter.list()
-        if args.json:
-            _out(masker, json.dumps([entry.as_dict() for entry in entries], indent=2))
-            return EXIT_OK
-        _out(masker, f"{len(entries)} dead letter entr{'y' if len(entries) == 1 else 'ies'} for {dead_letter.endpoint}")
-        for entry in entries:
-            error = f"{(entry.error_class or '?').rsplit('.', 1)[-1]}: {entry.error_message or ''}"
-            if len(error) > 100:
-                error = error[:97] + "..."
-            _out(
-                masker,
-                f"{entry.message_id}  {_time(entry.failed_at)}  {entry.routing_key or '-'}  "
-                f"{entry.handler or '-'}  {entry.reason or '-'}  {error}",
-            )
-        return EXIT_OK
+        return _dead_letter_list(dead_letter, args)
     if todo == "show":
-        entries = dead_letter.get(args.message_id)
-        if args.json:
-            _out(masker, json.dumps([entry.as_dict() for entry in entries], indent=2))
-            return EXIT_OK
-        for entry in entries:
-            data = entry.as_dict()
-            for key in (
-                "message_id",
-                "endpoint",
-                "routing_key",
-                "payload_type",
-                "handler",
-                "reason",
-                "error_class",
-                "error_message",
-                "attempts",
-                "content_type",
-            ):
-                _out(masker, f"{key}: {data[key]}")
-            _out(masker, f"failed_at: {_time(entry.failed_at)}")
-            _out(masker, "headers:")
-            for key, value in sorted(data["headers"].items()):
-                _out(masker, f"  {key}: {value}")
-            _out(masker, "body:")
-            _out(masker, data.get("body", data.get("body_base64", "")))
-            _out(masker, "trace:")
-            _out(masker, entry.trace or "-")
-        return EXIT_OK
+        return _dead_letter_show(dead_letter, args)
     if todo == "replay":
         if args.all == (args.message_id is not None):
             raise UsageError("dead-letter replay needs a message ID or --all (not both)")
         count = dead_letter.replay_all() if args.all else dead_letter.replay(args.message_id)
-        _out(masker, f"replayed {count} message{'s' if count != 1 else ''} to {dead_letter.endpoint}")
+        _out(f"replayed {_plural(count, 'message', 'messages')} to {dead_letter.endpoint}")
         return EXIT_OK
     count = dead_letter.delete(args.message_id)
-    _out(masker, f"deleted {count} dead letter entr{'y' if count == 1 else 'ies'} of {args.message_id}")
+    _out(f"deleted {_plural(count, 'dead letter entry', 'dead letter entries')} of {args.message_id}")
     return EXIT_OK
 
 
-_Command = Callable[[MessagingContainer, argparse.Namespace, _Masker], int]
+_Command = Callable[[MessagingContainer, argparse.Namespace], int]
 
 _COMMANDS: Final[Mapping[str, _Command]] = {
     "list": _cmd_list,
@@ -601,21 +747,49 @@ def _current_directory_importable() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def _execute(args: argparse.Namespace, masker: _Masker) -> int:
+def _load_app(spec: str) -> object:
+    """The object ``package.module:attribute`` names (the attribute may be dotted), imported from the working
+    directory or ``sys.path``."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name.strip() or not attribute.strip():
+        raise UsageError(f"--app {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp.containers:container")
+    try:
+        found: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise UsageError(
+                f"--app {spec!r}: module {exc.name!r} not found (looked in the working directory {os.getcwd()} "
+                "and sys.path)"
+            ) from exc
+        raise UsageError(f"--app {spec!r}: importing module {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"--app {spec!r}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(f"--app {spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
+    return found
+
+
+def _execute(args: argparse.Namespace) -> int:
     if args.command in _DOCS_COMMANDS:  # several services' configurations, no container of their own
         return _DOCS_COMMANDS[args.command](args)
     path = _config_path(args)
+    spec: str | None = getattr(args, "app_after", None) or args.app
     with _current_directory_importable():
-        container = MessagingContainer.from_config(path)
+        app = _load_app(spec) if spec else None
+        container = MessagingContainer.from_config(path, app=app)
     try:
-        masker.add_url(container.settings.transport.url)
         log.info(
             "configuration %s: service %r, transport %s",
             path,
             container.settings.service_name,
             container.settings.transport.masked_url,
         )
-        return _COMMANDS[args.command](container, args, masker)
+        return _COMMANDS[args.command](container, args)
     finally:
         try:
             container.close()
@@ -632,11 +806,23 @@ def _exit_status(code: object) -> int:
     return EXIT_FAILURE
 
 
-def _report(exc: BaseException, message: str, verbosity: int, masker: _Masker) -> None:
+def _report(exc: BaseException, message: str, verbosity: int) -> None:
     if verbosity >= 3:
-        sys.stderr.write(masker("".join(traceback.format_exception(exc))))
+        sys.stderr.write("".join(traceback.format_exception(exc)))
     line = " ".join(part.strip() for part in message.splitlines() if part.strip()) or type(exc).__name__
-    print(masker(f"{PROG}: error: {line}"), file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
+
+
+def _stdout_closed() -> int:
+    """The reader of standard output went away (``| head``): stop quietly. What is still buffered goes nowhere, so
+    the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file behind sys.stdout (tests): nothing to flush
+        pass
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,25 +830,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
-    except SystemExit as exc:  # --help, or a usage error argparse already printed
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
         return _exit_status(exc.code)
+    except BrokenPipeError:
+        return _stdout_closed()
     verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
-    masker = _Masker()
-    with _logging(verbosity, masker):
+    with _logging(verbosity):
         try:
-            return _execute(args, masker)
+            return _execute(args)
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
-        except (UsageError, ConfigurationError, EndpointError) as exc:
-            _report(exc, str(exc), verbosity, masker)
+        except BrokenPipeError:
+            return _stdout_closed()
+        except (UsageError, *_BOOT_ERRORS) as exc:
+            _report(exc, str(exc), verbosity)
             return EXIT_USAGE
+        except TransportError as exc:
+            _report(exc, str(exc), verbosity)
+            return EXIT_BROKER
         except MessagingError as exc:
-            _report(exc, str(exc), verbosity, masker)
+            _report(exc, str(exc), verbosity)
             return EXIT_FAILURE
         except OSError as exc:
-            _report(exc, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), verbosity, masker)
+            _report(exc, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), verbosity)
             return EXIT_FAILURE
         except Exception as exc:
             hint = "" if verbosity >= 3 else " (run with -vvv for the traceback)"
-            _report(exc, f"unexpected {type(exc).__name__}: {exc}{hint}", verbosity, masker)
+            _report(exc, f"unexpected {type(exc).__name__}: {exc}{hint}", verbosity)
             return EXIT_FAILURE

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import builtins
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
+from container_messaging.distributed.topology import PAYLOAD_TYPE, PayloadType
 from container_messaging.errors import DeadLetterError
 from container_messaging.messages import ID, RETRY_NUMBER, TARGET_HANDLER, FailureHeader
 from container_messaging.transports.base import BaseTransport, Delivery, OutboundMessage, dead_letter_queue
@@ -85,7 +87,15 @@ class DeadLetterEntry:
 
 
 class DeadLetter:
-    """The dead letter of one endpoint: ``list``, ``get``, ``replay``, ``replay_all``, ``delete``."""
+    """The dead letter of one endpoint: ``count``, ``list``, ``get``, ``replay``, ``replay_all``, ``delete``.
+
+    Entries are read from the head of the queue (the transport's ``browse``) and the reading stops as soon as the
+    operation has what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up
+    to that id's entry (the whole queue for an event: its handlers may have failed separately, each with its own
+    entry). Where the broker cannot put a message back in place (Redis, memory), the transport reads the whole
+    queue anyway. What was read and not taken goes back to the queue, in order. Replaying stops at an entry it
+    already replayed (one that failed again while it ran), so it always ends.
+    """
 
     def __init__(self, transport: BaseTransport, queue: str, endpoint: str) -> None:
         self._transport = transport
@@ -96,14 +106,19 @@ class DeadLetter:
     def __repr__(self) -> str:
         return f"<DeadLetter endpoint={self.endpoint!r} queue={self._dead_letter_queue!r}>"
 
-    def list(self) -> list[DeadLetterEntry]:
-        """Every entry, oldest first; the entries stay where they are."""
+    def count(self) -> int:
+        """How many entries the dead letter holds (one question to the broker; nothing is read)."""
+        return self._transport.queue_size(self._dead_letter_queue)
+
+    def list(self, limit: int | None = None) -> builtins.list[DeadLetterEntry]:
+        """The entries, oldest first (at most ``limit``); the entries stay where they are."""
         with self._transport.browse(self._dead_letter_queue) as deliveries:
-            return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in deliveries]
+            return [DeadLetterEntry.from_delivery(d, self.endpoint) for d in itertools.islice(deliveries, limit)]
 
     def get(self, message_id: str) -> builtins.list[DeadLetterEntry]:
         """The entries of one message id (several when several handlers of one event failed)."""
-        entries = [entry for entry in self.list() if entry.message_id == message_id]
+        with self._transport.browse(self._dead_letter_queue) as deliveries:
+            entries = [DeadLetterEntry.from_delivery(d, self.endpoint) for d in self._of(message_id, deliveries)]
         if not entries:
             raise self._missing(message_id)
         return entries
@@ -123,17 +138,28 @@ class DeadLetter:
     def _missing(self, message_id: str) -> DeadLetterError:
         return DeadLetterError(f"no dead letter entry with message id {message_id!r} for endpoint {self.endpoint!r}")
 
+    @staticmethod
+    def _of(message_id: str, deliveries: Iterable[Delivery]) -> Iterator[Delivery]:
+        """The deliveries of ``message_id``: up to its first entry, or to the end of the queue for an event."""
+        for delivery in deliveries:
+            if str(delivery.headers.get(ID, "")) == message_id:
+                yield delivery
+                if delivery.headers.get(PAYLOAD_TYPE) != PayloadType.EVENT:
+                    return
+
     def _take(self, message_id: str | None, action: Callable[[Delivery], None]) -> int:
-        taken = 0
+        taken: set[tuple[str, object]] = set()
         with self._transport.browse(self._dead_letter_queue) as deliveries:
-            for delivery in deliveries:
-                if message_id is None or str(delivery.headers.get(ID, "")) == message_id:
-                    action(delivery)
-                    delivery.ack()
-                    taken += 1
+            for delivery in deliveries if message_id is None else self._of(message_id, deliveries):
+                entry = (str(delivery.headers.get(ID, "")), delivery.headers.get(FailureHeader.HANDLER))
+                if entry in taken:  # an entry replayed here that failed again meanwhile: this is where it ends
+                    break
+                action(delivery)
+                delivery.ack()
+                taken.add(entry)
         if message_id is not None and not taken:
             raise self._missing(message_id)
-        return taken
+        return len(taken)
 
     def _send_back(self, delivery: Delivery) -> None:
         drop = {*FailureHeader.ALL, RETRY_NUMBER}

@@ -6,10 +6,12 @@ import importlib
 import io
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,22 @@ from types import ModuleType
 
 import pytest
 
-from container_messaging import MessagingContainer
-from container_messaging.cli import CONFIG_ENV, build_parser, main
+from container_messaging import DistributedBus, MessagingContainer, MessagingError
+from container_messaging.cli import (
+    CONFIG_ENV,
+    EXIT_BROKER,
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+    main,
+)
+from container_messaging.errors import BrokerRefusedError
+
+from conftest import AMQP_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "container-messaging"
@@ -26,6 +42,8 @@ SUBCOMMANDS = ["list", "run", "setup", "send-command", "publish-event", "send-me
 PERSON = '{"personId": "123", "billingDetails": "Street 1"}'
 
 HANDLERS = """
+import logging
+
 import attrs
 from container_messaging import Headers, command_handler, distributed, event_handler, service_activator
 
@@ -58,6 +76,12 @@ class BillingService:
     @service_activator("billing.ping")
     def ping(self, payload: str, metadata: Headers) -> None:
         RECEIVED.append(("message", payload, dict(metadata)))
+
+    @distributed
+    @command_handler("billing.loud")
+    def loud(self, command: dict, metadata: Headers) -> None:
+        logging.getLogger("container_messaging.tests").warning("received %s", command["text"])
+        RECEIVED.append(("loud", len(command["text"]), dict(metadata)))
 """
 
 _unique = itertools.count()
@@ -316,24 +340,79 @@ def test_missing_config_file_is_one_line_naming_the_file(tmp_path: Path, capsys:
     assert error_lines(err) == [f"container-messaging: error: {missing}: no such file"]
 
 
-def test_password_never_appears_in_the_output_of_a_failing_command(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A send that cannot reach the broker fails with exit 1 and shows the URL's password only as ***, even at -vvv."""
-    config = write_config(
+def unreachable_broker_config(tmp_path: Path, password: str = "s3cret") -> Path:
+    """A configuration whose RabbitMQ URL points at a port nothing listens on."""
+    return write_config(
         tmp_path / "amqp.yaml",
-        """\
+        f"""\
         service_name: billing
         transport:
-          url: "pyamqp://user:s3cret@127.0.0.1:1//"
+          url: "pyamqp://user:{password}@127.0.0.1:1//"
           connect_timeout: 0.2
         """,
     )
+
+
+def test_broker_down_is_one_error_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the broker down, `send-command` prints nothing but one error line (no retry warnings) and exits 3."""
+    config = unreachable_broker_config(tmp_path)
+    code, out, err = run_cli(capsys, "--config", str(config), "send-command", "billing", "billing.x", "{}")
+    assert code == EXIT_BROKER == 3
+    assert out == ""
+    [line] = error_lines(err)
+    assert line.startswith("container-messaging: error: ")
+    assert "pyamqp://user:***@127.0.0.1:1//" in line
+
+
+def test_password_never_appears_in_the_output_of_a_failing_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A send that cannot reach the broker shows the URL's password only as ***, even at -vvv with tracebacks."""
+    config = unreachable_broker_config(tmp_path, password="Zq7-distinctive")
     code, out, err = run_cli(capsys, "--config", str(config), "send-command", "billing", "billing.x", "{}", "-vvv")
-    assert code == 1
-    assert "s3cret" not in out + err
+    assert code == EXIT_BROKER
+    assert "Traceback" in err
+    assert "Zq7-distinctive" not in out + err
     assert "pyamqp://user:***@127.0.0.1:1//" in err
     assert error_lines(err)[-1].startswith("container-messaging: error: ")
+
+
+def test_a_refusing_broker_is_one_error_line_and_exit_3(
+    app: App, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BrokerRefusedError while sending gives exactly one error line with its message and exit code 3."""
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise BrokerRefusedError("connecting failed on pyamqp://guest:***@127.0.0.1:5672//: ACCESS_REFUSED")
+
+    monkeypatch.setattr(DistributedBus, "send_command", refused)
+    code, out, err = run_cli(capsys, "--config", str(app.config), "send-command", "billing", "billing.x", "{}")
+    assert (code, out) == (EXIT_BROKER, "")
+    assert error_lines(err) == [
+        "container-messaging: error: connecting failed on pyamqp://guest:***@127.0.0.1:5672//: ACCESS_REFUSED"
+    ]
+
+
+def test_wrong_credentials_on_rabbitmq_are_one_error_line_and_exit_3(
+    amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real RabbitMQ refusing a wrong password gives one error line naming ACCESS_REFUSED, without the
+    password, and exit code 3."""
+    wrong = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:Wr0ng-pass@", AMQP_URL)
+    assert "Wr0ng-pass" in wrong, "the test broker URL carries no user: cannot make a wrong password"
+    config = write_config(
+        tmp_path / "refused.yaml",
+        f"""\
+        service_name: billing
+        transport:
+          url: "{wrong}"
+        """,
+    )
+    code, out, err = run_cli(capsys, "--config", str(config), "send-command", "billing", "billing.x", "{}")
+    assert (code, out) == (EXIT_BROKER, "")
+    [line] = error_lines(err)
+    assert "ACCESS_REFUSED" in line
+    assert "Wr0ng-pass" not in err
 
 
 def test_bad_header_option_is_a_usage_error(app: App, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,3 +466,223 @@ def test_console_script_runs_list_from_the_working_directory(app: App) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "| billing        |" in result.stdout
+
+
+# -- exit codes, --version, a closed pipe ----------------------------------------------------------------------------
+
+DUPLICATE_HANDLERS = """
+from container_messaging import command_handler
+
+
+class One:
+    @command_handler("billing.same")
+    def first(self, command: dict) -> None: ...
+
+
+class Two:
+    @command_handler("billing.same")
+    def second(self, command: dict) -> None: ...
+"""
+
+MISSING_DEPENDENCY = """
+import abc
+
+from container_messaging import command_handler
+
+
+class Clock(abc.ABC):
+    @abc.abstractmethod
+    def now(self) -> float: ...
+
+
+class Timed:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    @command_handler("billing.timed")
+    def timed(self, command: dict) -> None: ...
+"""
+
+
+def boot_error_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> Path:
+    """A configuration whose container cannot boot: a scan error, clashing handlers or a missing dependency."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = f"cli_boot_{kind}_{os.getpid()}_{next(_unique)}"
+    sources = {"duplicate": DUPLICATE_HANDLERS, "dependency": MISSING_DEPENDENCY}
+    if kind in sources:
+        (tmp_path / f"{module}.py").write_text(sources[kind], encoding="utf-8")
+    return write_config(tmp_path / f"{kind}.yaml", f"scan: [{module}]\n")
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [("scan", "cli_boot_scan_"), ("duplicate", "billing.same"), ("dependency", "Clock")],
+    ids=["scan error", "duplicate handler", "missing dependency"],
+)
+def test_boot_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: str, named: str
+) -> None:
+    """A scan error, two handlers for one key and a missing dependency are boot errors: one line naming the
+    culprit, exit code 2."""
+    config = boot_error_config(tmp_path, monkeypatch, kind)
+    code, out, err = run_cli(capsys, "--config", str(config), "list")
+    assert (code, out) == (EXIT_USAGE, "")
+    [line] = error_lines(err)
+    assert line.startswith("container-messaging: error: ")
+    assert named in line
+
+
+def test_exit_codes_are_distinct_and_documented_in_help_and_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    """The exit code table has one row per code; `--help` prints every row and the README's CLI table says the
+    same."""
+    codes = [code for code, _ in EXIT_CODES]
+    assert codes == [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_BROKER, EXIT_INTERRUPTED] == [0, 1, 2, 3, 130]
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    help_text = " ".join(out.split())
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    for number, meaning in EXIT_CODES:
+        assert f"{number} {' '.join(meaning.split())}" in help_text
+        assert f"| {number} | {meaning} |" in readme
+
+
+def test_usage_error_is_a_messaging_error() -> None:
+    """The CLI's UsageError is part of the package's error tree."""
+    assert issubclass(UsageError, MessagingError)
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` prints the program name and the installed distribution's version and exits 0."""
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0
+    assert out == f"container-messaging {version('container-messaging')}\n"
+
+
+def test_a_long_log_line_is_printed_in_linear_time(app: App, capsys: pytest.CaptureFixture[str]) -> None:
+    """A handler logging a 150 KB run of letters and digits under `run` costs well under two seconds of CPU, and
+    the line reaches stderr whole (nothing scans printed text for secrets)."""
+    config = ["--config", str(app.config)]
+    assert run_cli(capsys, *config, "setup")[0] == 0
+    text = "a1" * 75_000
+    payload = f'{{"text": "{text}"}}'
+    assert run_cli(capsys, *config, "send-command", "billing", "billing.loud", payload)[0] == 0
+    started = time.process_time()
+    code, _, err = run_cli(capsys, *config, "run", "billing", "--handled-message-limit", "1")
+    cpu = time.process_time() - started
+    assert code == 0, err
+    assert [kind for kind, *_ in app.received()] == ["loud"]
+    assert f"received {text}\n" in err
+    assert cpu < 2.0, f"{cpu:.2f} s of CPU"
+
+
+# -- --app: the application's dependency-injector container --------------------------------------------------------
+
+APP_MODULE = """
+import abc
+
+from dependency_injector import containers, providers
+
+from container_messaging import command_handler, distributed
+
+GREETINGS = []
+
+
+class Greeter(abc.ABC):
+    @abc.abstractmethod
+    def greet(self, name: str) -> str: ...
+
+
+class FriendlyGreeter(Greeter):
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+
+    def greet(self, name: str) -> str:
+        return f"{self.greeting}, {name}"
+
+
+class AppContainer(containers.DeclarativeContainer):
+    greeter = providers.Singleton(FriendlyGreeter, greeting="Hello")
+
+
+container = AppContainer()
+not_a_container = 42
+
+
+class GreetingService:
+    def __init__(self, greeter: Greeter) -> None:
+        self.greeter = greeter
+
+    @distributed
+    @command_handler("billing.greet")
+    def greet(self, command: dict) -> None:
+        GREETINGS.append(self.greeter.greet(command["name"]))
+"""
+
+
+@pytest.fixture
+def greeting_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """A service whose handler needs a Greeter that only the application's container provides."""
+    module_name = f"cli_app_{os.getpid()}_{next(_unique)}"
+    (tmp_path / f"{module_name}.py").write_text(APP_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_config(
+        tmp_path / "billing.yaml",
+        f"""\
+        service_name: billing
+        scan: [{module_name}]
+        transport:
+          url: "embedded://"
+          data_folder: "{tmp_path / "broker"}"
+          polling_interval: 0.01
+        """,
+    )
+    yield App(tmp_path, module_name, config)
+    sys.modules.pop(module_name, None)
+
+
+def test_app_option_provides_the_handlers_dependencies(greeting_app: App, capsys: pytest.CaptureFixture[str]) -> None:
+    """With `--app module:container`, `run` builds the handler with the application container's Greeter and
+    handles the command sent to it (`--app` also works after the subcommand)."""
+    config = ["--config", str(greeting_app.config)]
+    app_option = ["--app", f"{greeting_app.module_name}:container"]
+    assert run_cli(capsys, *config, *app_option, "setup")[0] == 0
+    code, _, err = run_cli(capsys, *config, *app_option, "send-command", "billing", "billing.greet", '{"name": "Ada"}')
+    assert code == 0, err
+    code, out, err = run_cli(capsys, *config, "run", "billing", "--finish-when-no-messages", *app_option)
+    assert code == 0, err
+    assert "handled 1, failed 0" in out
+    assert greeting_app.module().GREETINGS == ["Hello, Ada"]
+
+
+def test_without_app_the_missing_dependency_is_a_boot_error(
+    greeting_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without `--app`, the handler's Greeter has no provider: one line naming it, exit code 2."""
+    code, out, err = run_cli(capsys, "--config", str(greeting_app.config), "list")
+    assert (code, out) == (EXIT_USAGE, "")
+    [line] = error_lines(err)
+    assert "Greeter" in line
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("{module}", "expected MODULE:ATTRIBUTE"),
+        ("cli_no_such_module_xyz:container", "module 'cli_no_such_module_xyz' not found"),
+        ("{module}:nothing", "module '{module}' has no attribute 'nothing'"),
+        ("{module}:not_a_container", "dependency-injector container, got int"),
+    ],
+    ids=["no colon", "module not found", "attribute missing", "not a container"],
+)
+def test_a_bad_app_option_names_what_failed(
+    greeting_app: App, capsys: pytest.CaptureFixture[str], spec: str, expected: str
+) -> None:
+    """A wrong `--app` value is one error line, exit code 2, saying what failed: the form, the module, the
+    attribute, or the object not being a container."""
+    module = greeting_app.module_name
+    code, out, err = run_cli(capsys, "--config", str(greeting_app.config), "--app", spec.format(module=module), "list")
+    assert (code, out) == (EXIT_USAGE, "")
+    [line] = error_lines(err)
+    assert expected.format(module=module) in line

@@ -19,7 +19,7 @@ import pytest
 
 from container_messaging import DistributedBus, MessagingContainer, RunOptions, RunResult
 from container_messaging.bounds import FAILURE_TEXT_LIMIT, FAILURE_TRACE_LIMIT, shown, truncated
-from container_messaging.cli import main
+from container_messaging.cli import EXIT_BROKER, main
 from container_messaging.distributed.dispatcher import Subscription, inbound_message
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, TransportError
 from container_messaging.markers import RetryPolicy
@@ -380,11 +380,11 @@ def test_the_cli_waits_for_the_broker_then_fails_with_one_error_line(
     service: Service, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`run --wait-for-broker 1` against a port where nothing listens prints the banner, gives up after about a
-    second and exits 1 with one error line saying it waited."""
+    second and exits 3 (the broker's exit code) with one error line saying it waited."""
     config = service.config_file("pyamqp://guest:guest@127.0.0.1:1//")
     code = main(["--config", str(config), "run", "billing", "--wait-for-broker", "1"])
     out, err = capsys.readouterr()
-    assert code == 1
+    assert code == EXIT_BROKER
     assert out == ""
     assert err.startswith("billing: consuming distributed_billing on pyamqp://guest:***@127.0.0.1:1//\n")
     [error] = [line for line in err.splitlines() if line.startswith("container-messaging: error:")]

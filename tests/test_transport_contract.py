@@ -200,22 +200,23 @@ def test_a_dead_letter_copy_keeps_the_message_with_the_extra_headers(endpoint: E
 
 
 def test_browse_takes_every_message_and_puts_back_the_unsettled_ones(endpoint: Endpoint):
-    """browse lists the ready messages in order; the ones acknowledged inside are gone, the others are back."""
+    """browse yields the ready messages in order; the ones acknowledged inside are gone, the others are back."""
     sent = [endpoint.publish(endpoint.message(n=n)) for n in range(3)]
     endpoint.wait_until(lambda: endpoint.transport.queue_size(endpoint.queue) == 3, "3 messages")
     with endpoint.transport.browse(endpoint.queue) as deliveries:
-        assert [d.headers["n"] for d in deliveries] == [0, 1, 2]
-        deliveries[1].ack()
+        taken = list(deliveries)
+        assert [d.headers["n"] for d in taken] == [0, 1, 2]
+        taken[1].ack()
     with endpoint.transport.browse(endpoint.queue) as deliveries:
         assert [d.headers["id"] for d in deliveries] == [sent[0].message_id, sent[2].message_id]
 
 
 def test_browsing_or_sizing_a_missing_queue_finds_nothing(endpoint: Endpoint):
-    """A queue that was never declared has size 0 and browses as an empty list."""
+    """A queue that was never declared has size 0 and browses as nothing."""
     missing = endpoint.queue + "_never_declared"
     assert endpoint.transport.queue_size(missing) == 0
     with endpoint.transport.browse(missing) as deliveries:
-        assert deliveries == []
+        assert list(deliveries) == []
 
 
 def test_messages_of_a_receiver_closed_without_settling_are_delivered_again(endpoint: Endpoint):

@@ -10,7 +10,7 @@ it). Dead letter browsing and replays (``send_to_queue``) are administration, no
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -121,7 +121,7 @@ class RecordingTransport(BaseTransport):
     def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
         return _RecordingReceiver(self.inner.open_receiver(queue, prefetch_count=prefetch_count), self.recorder)
 
-    def browse(self, queue: str) -> AbstractContextManager[list[Delivery]]:
+    def browse(self, queue: str) -> AbstractContextManager[Iterable[Delivery]]:
         return self.inner.browse(queue)
 
     def queue_size(self, queue: str) -> int:

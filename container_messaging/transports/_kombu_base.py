@@ -138,6 +138,8 @@ class KombuTransport(BaseTransport):
 
     #: seconds between two calls of :meth:`before_poll` while a receiver waits for messages (None: never called)
     poll_step: ClassVar[float | None] = None
+    #: whether :meth:`requeue` puts a message back where it was (else at the tail): then browsing reads lazily
+    requeues_in_place: ClassVar[bool] = True
 
     def __init__(self, options: TransportOptions) -> None:
         self.options = options
@@ -462,15 +464,21 @@ class KombuTransport(BaseTransport):
         return KombuReceiver(self, queue, prefetch_count)
 
     @contextmanager
-    def browse(self, queue: str) -> Iterator[list[Delivery]]:
+    def browse(self, queue: str) -> Iterator[Iterator[Delivery]]:
         receiver = KombuReceiver(self, queue, prefetch_count=0, consume=False)
         deliveries: list[Delivery] = []
-        try:
+
+        def read() -> Iterator[Delivery]:
             if receiver.queue_exists():
                 take = Queue(queue, no_declare=True)(receiver.channel).get
                 while (message := receiver.exclusively("reading queue", queue, take, accept=ACCEPT)) is not None:
                     deliveries.append(KombuDelivery(message, receiver))
-            yield deliveries
+                    yield deliveries[-1]
+
+        try:
+            # Read as the caller asks where a requeue puts a message back in place, so a caller that stops early
+            # leaves the rest unread; else read all first, so that putting back at the tail keeps the order.
+            yield read() if self.requeues_in_place else iter(list(read()))
         finally:
             for delivery in deliveries:
                 if not delivery.settled:

@@ -10,7 +10,7 @@ credentials, to :class:`~container_messaging.errors.BrokerRefusedError`).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -140,9 +140,11 @@ class BaseTransport(abc.ABC):
         """Publishes a persistent message straight to ``queue`` (the default exchange), e.g. to replay it."""
 
     @abc.abstractmethod
-    def browse(self, queue: str) -> AbstractContextManager[list[Delivery]]:
-        """Takes every message ready on ``queue`` without acknowledging it. Settle the ones to change; on exit the
-        others go back to ``queue``."""
+    def browse(self, queue: str) -> AbstractContextManager[Iterable[Delivery]]:
+        """The messages ready on ``queue``, oldest first, taken without acknowledging them. Settle the ones to
+        change; on exit the others go back to ``queue``, in their order. Where the broker puts a message back in
+        place, they are taken one at a time as the caller iterates: a caller that stops early leaves the rest
+        unread."""
 
     @abc.abstractmethod
     def queue_size(self, queue: str) -> int:

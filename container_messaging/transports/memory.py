@@ -48,6 +48,7 @@ class _Delayed:
 class MemoryTransport(VirtualTransport):
     """The memory adapter."""
 
+    requeues_in_place = False  # kombu's memory requeue appends to the queue
     poll_step = 0.1
 
     #: queue -> (due time, order, copy): shared by the process, like kombu's memory broker

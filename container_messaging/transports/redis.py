@@ -44,6 +44,7 @@ def delayed_set(queue: str) -> str:
 class RedisTransport(VirtualTransport):
     """The Redis adapter."""
 
+    requeues_in_place = False  # a requeue pushes a clean copy onto the tail (see requeue)
     poll_step = 0.1
 
     def new_connection(self) -> kombu.Connection:

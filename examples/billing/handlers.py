@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from container_messaging import DistributedBus, Headers, command_handler, distributed, publishes
-from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails
+from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails, short_id
 
 log = logging.getLogger("examples.billing")
 
@@ -30,7 +30,7 @@ class BillingService:
         print(
             f"[billing] changed details of person {command.person_id} to {command.billing_details!r} "
             f"(from {metadata.get('ecotone.distributed.sourceServiceName')}, "
-            f"correlation {metadata['correlationId'][:8]})",
+            f"correlation {short_id(metadata['correlationId'])})",
             flush=True,
         )
         self.bus.convert_and_publish_event(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from container_messaging import DistributedBus, Headers, distributed, event_handler, sends_command
-from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails
+from examples.messages import BillingDetailsWereChanged, ChangeBillingDetails, short_id
 
 
 class UserController:
@@ -26,6 +26,6 @@ class UserNotifications:
         print(
             f"[user] person {event.person_id} was told: billing details are now {event.billing_details!r} "
             f"(event from {metadata.get('ecotone.distributed.sourceServiceName')}, "
-            f"correlation {metadata['correlationId'][:8]})",
+            f"correlation {short_id(metadata['correlationId'])})",
             flush=True,
         )
