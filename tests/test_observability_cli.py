@@ -103,8 +103,8 @@ def test_health_refuses_an_unknown_endpoint_and_a_bad_threshold_as_usage_errors(
 
 
 def test_log_format_json_writes_one_parsable_object_per_stderr_line(tmp_path: Path) -> None:
-    """`--log-format json run ... -v` in a real process writes only JSON objects on stderr, one a line, and the
-    consumer's line about the message carries its routing key and outcome."""
+    """`--log-format json run ... -v` in a real process writes only JSON objects on stderr, one a line (the start
+    banner included), and the consumer's line about the message carries its routing key and outcome."""
     config = write_config(tmp_path, "embedded://")
     with (tmp_path / "billing.yaml").open("a") as file:
         file.write(f"  data_folder: '{tmp_path / 'data'}'\n  polling_interval: 0.01\n")
@@ -130,6 +130,10 @@ def test_log_format_json_writes_one_parsable_object_per_stderr_line(tmp_path: Pa
     assert entries
     handled = [entry for entry in entries if entry.get("outcome") == "handled"]
     assert [(entry["routing_key"], entry["endpoint"]) for entry in handled] == [("billing.changeDetails", "billing")]
+    banners = [
+        entry for entry in entries if entry["logger"] == "container_messaging.cli" and "bound to" in entry["message"]
+    ]
+    assert [entry["endpoint"] for entry in banners] == ["billing"]  # the start banner is a JSON line too
 
 
 def test_otel_traces_with_the_global_tracer_provider(tmp_path: Path) -> None:
