@@ -102,7 +102,7 @@ EXIT_CODES: Final = (
     (
         EXIT_FAILURE,
         "a message failed: run --stop-on-failure stopped at a failed message, the sender refused a message, "
-        "no dead letter entry has that id, or an unexpected error",
+        "no dead letter entry has that id, `health` found something unhealthy, or an unexpected error",
     ),
     (
         EXIT_USAGE,
