@@ -71,7 +71,7 @@ class BorrowedConnections:
             self._engine = create_engine(dialect_url, creator=self._lend, poolclass=NullPool, pool_reset_on_return=None)
         except (ImportError, SQLAlchemyError) as exc:
             raise OutboxError(f"the outbox cannot use the framework's {dialect_url!r} connections: {exc}") from exc
-        self._connections: weakref.WeakKeyDictionary[Any, tuple[Any, Connection, weakref.finalize[[], None]]] = (
+        self._connections: weakref.WeakKeyDictionary[Any, tuple[Any, Connection, weakref.finalize[[], Any]]] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
