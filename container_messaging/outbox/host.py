@@ -68,7 +68,11 @@ class BorrowedConnections:
         try:
             # NullPool: each connect() calls the creator (it lends the connection in hand) and nothing is pooled;
             # no reset on return: the transaction is the owner's.
-            self._engine = create_engine(dialect_url, creator=self._lend, poolclass=NullPool, pool_reset_on_return=None)
+            # PostgreSQL: no hstore lookup (it wants the driver's own connection class; the outbox has no hstore).
+            options = {"use_native_hstore": False} if dialect_url.startswith("postgresql") else {}
+            self._engine = create_engine(
+                dialect_url, creator=self._lend, poolclass=NullPool, pool_reset_on_return=None, **options
+            )
         except (ImportError, SQLAlchemyError) as exc:
             raise OutboxError(f"the outbox cannot use the framework's {dialect_url!r} connections: {exc}") from exc
         self._connections: weakref.WeakKeyDictionary[Any, tuple[Any, Connection, weakref.finalize[[], Any]]] = (
