@@ -663,6 +663,7 @@ def _entry_text(entry: DeadLetterEntry, full: bool) -> str:
         ("reason", value(entry.reason)),
         ("attempts", value(entry.attempts)),
         ("sent at", _time(sent)),
+        ("first failed", f"{_time(entry.first_failed_at)} (the first attempt)"),
         ("failed at", f"{_time(entry.failed_at)} (the last attempt)"),
         ("error", _shorten(f"{entry.error_class or '?'}: {entry.error_message or ''}", BODY_LIMIT, full)),
         ("content type", value(entry.content_type)),

@@ -67,6 +67,7 @@ from container_messaging.recoverability import (
     Recoverability,
     RetryLater,
     RetryNow,
+    first_failure_time,
     retry_number,
 )
 from container_messaging.transports.base import (
@@ -589,7 +590,10 @@ class EndpointConsumer:
             handlers = self._dispatcher.targets(message)
         except Exception as exc:
             unrouted = self._recoverability.decide_unrouted(
-                exc, retries_before=retries_before, copy_failures=copy_failures
+                exc,
+                retries_before=retries_before,
+                copy_failures=copy_failures,
+                first_failed_at=first_failure_time(message),
             )
             self._settle_failed(delivery, message, [unrouted], options, counts, started)
             return None
@@ -701,7 +705,12 @@ class EndpointConsumer:
     ) -> RetryLater | MoveToDeadLetter | None:
         """Recoverability's decision on a failed attempt; None (logged) to retry at once."""
         decision = self._recoverability.decide(
-            handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
+            handler,
+            exc,
+            attempt=attempt,
+            retries_before=retries_before,
+            copy_failures=copy_failures,
+            first_failed_at=first_failure_time(message),
         )
         if not isinstance(decision, RetryNow):
             return decision
