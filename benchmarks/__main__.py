@@ -26,7 +26,17 @@ import psutil
 
 from benchmarks.common import AMQP_URL, BenchError, Broker, Context, Row, ScenarioResult
 from benchmarks.payloads import body
-from benchmarks.scenarios import amqp_commands, amqp_fanout, bootstrap, concurrency, embedded, inprocess, others, outbox
+from benchmarks.scenarios import (
+    amqp_commands,
+    amqp_fanout,
+    bootstrap,
+    concurrency,
+    embedded,
+    inprocess,
+    observability,
+    others,
+    outbox,
+)
 
 SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "1": ("distributed commands over RabbitMQ", amqp_commands.run),
@@ -37,6 +47,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], ScenarioResult]]] = {
     "6": ("other libraries (if installed)", others.run),
     "7": ("outbox on PostgreSQL + RabbitMQ", outbox.run),
     "8": ("concurrency: threads, batch, consumer, concurrency N, processes", concurrency.run),
+    "9": ("middleware hooks: no-op and OpenTelemetry", observability.run),
 }
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 

@@ -71,6 +71,8 @@ from container_messaging.markers import (
     service_activator,
 )
 from container_messaging.messages import Header, Headers, MediaType, Message
+from container_messaging.middleware import EndpointInfo, Middleware, Outcome
+from container_messaging.observability.health import Check, HealthReport
 from container_messaging.redaction import SecretUrl
 
 __all__ = [
@@ -82,6 +84,7 @@ __all__ = [
     "BrokerRefusedError",
     "BusSettings",
     "ChannelSettings",
+    "Check",
     "CommandBus",
     "ConfigurationError",
     "ConsumerSettings",
@@ -101,11 +104,13 @@ __all__ = [
     "EndpointConsumer",
     "EndpointDescription",
     "EndpointError",
+    "EndpointInfo",
     "EventBus",
     "EventMappingSettings",
     "HandlerDefinitionError",
     "Header",
     "Headers",
+    "HealthReport",
     "InvalidMessageError",
     "MediaType",
     "Message",
@@ -114,11 +119,13 @@ __all__ = [
     "MessageTooLargeError",
     "MessagingContainer",
     "MessagingError",
+    "Middleware",
     "MissingDependencyError",
     "MissingHeaderError",
     "Named",
     "NoHandlerError",
     "OutboxSettings",
+    "Outcome",
     "QueryBus",
     "RecoverabilitySettings",
     "RetryPolicy",

@@ -15,14 +15,17 @@
     container-messaging [--config PATH] [-v...] dead-letter show ID [--json] [--full]
     container-messaging [--config PATH] [-v...] dead-letter replay ID | --all
     container-messaging [--config PATH] [-v...] dead-letter delete ID
+    container-messaging [--config PATH] [-v...] health [NAME] [--dead-letter-threshold N] [--timeout S] [--json]
     container-messaging [--config PATH ...] asyncapi [--output FILE] [--api-version V]
     container-messaging [--config PATH ...] graph [--format mermaid|dot] [--output FILE]
     container-messaging --version
 
 The configuration file is ``--config`` or else the ``CONTAINER_MESSAGING_CONFIG`` environment variable. ``--app
 package.module:container`` hands the application's dependency-injector container to the messaging container, so
-handlers get what it provides. ``--config``, ``--app`` and ``-v`` may come before or after the subcommand
-(``container-messaging run billing -vvv``). ``PAYLOAD`` ``-`` reads standard input.
+handlers get what it provides. ``--log-format json`` writes the log lines as JSON objects; ``--otel`` traces and
+measures with OpenTelemetry (:mod:`container_messaging.observability`). ``--config``, ``--app``, ``-v``,
+``--log-format`` and ``--otel`` may come before or after the subcommand (``container-messaging run billing -vvv``).
+``PAYLOAD`` ``-`` reads standard input. ``health`` exits 1 when unhealthy (a probe).
 
 Errors are one line on standard error, ``container-messaging: error: <message>``, with the traceback only at
 ``-vvv``; the exit codes are :data:`EXIT_CODES`. Nothing printed is scanned for secrets: they are hidden where they
@@ -47,6 +50,7 @@ from typing import Any, Final
 
 import attrs
 
+from container_messaging import observability
 from container_messaging.config import CONFIG_ENV, config_path
 from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
@@ -62,6 +66,9 @@ from container_messaging.errors import (
     TransportError,
 )
 from container_messaging.messages import ID, TIMESTAMP, MediaType, new_message_id
+from container_messaging.middleware import Middleware
+from container_messaging.observability.health import DEFAULT_TIMEOUT as DEFAULT_HEALTH_TIMEOUT
+from container_messaging.observability.logs import HUMAN_FORMAT, LOG_FORMATS, formatter
 from container_messaging.supervisor import Supervisor
 
 __all__ = [
@@ -95,7 +102,7 @@ EXIT_CODES: Final = (
     (
         EXIT_FAILURE,
         "a message failed: run --stop-on-failure stopped at a failed message, the sender refused a message, "
-        "no dead letter entry has that id, or an unexpected error",
+        "no dead letter entry has that id, `health` found something unhealthy, or an unexpected error",
     ),
     (
         EXIT_USAGE,
@@ -109,7 +116,7 @@ EXIT_CODES: Final = (
 #: What the boot of a container raises for a mistake in the configuration, the code or the command line.
 _BOOT_ERRORS: Final = (ConfigurationError, ScanError, HandlerDefinitionError, ContainerError, EndpointError)
 
-LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT: Final = HUMAN_FORMAT
 _TABLE_TITLE: Final = "Endpoint Names"
 
 #: Without ``--full``, the characters printed of a body, of a trace, and of any other value.
@@ -127,13 +134,14 @@ class UsageError(MessagingError):
 
 
 @contextmanager
-def _logging(verbosity: int) -> Iterator[None]:
-    """Logs to stderr: WARNING; ``-v`` INFO and ``-vv`` DEBUG for container_messaging; ``-vvv`` DEBUG everywhere."""
+def _logging(verbosity: int, log_format: str = "human") -> Iterator[None]:
+    """Logs to stderr: WARNING; ``-v`` INFO and ``-vv`` DEBUG for container_messaging; ``-vvv`` DEBUG everywhere.
+    ``log_format`` ``json`` writes one JSON object per line (:mod:`container_messaging.observability.logs`)."""
     root = logging.getLogger()
     package = logging.getLogger("container_messaging")
     saved = root.level, package.level
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter(log_format))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
     package.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.NOTSET)
@@ -162,6 +170,26 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
 
 
@@ -202,6 +230,21 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool)
         action="count",
         default=argparse.SUPPRESS if after_command else 0,
         help="log more: -v INFO, -vv DEBUG, -vvv DEBUG for every library and tracebacks on errors",
+    )
+    parser.add_argument(
+        "--log-format",
+        dest=f"log_format{suffix}",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS if after_command else "human",
+        help="how log lines on stderr look: human (the default) or json (one object per line, for log shippers)",
+    )
+    parser.add_argument(
+        "--otel",
+        dest=f"otel{suffix}",
+        action="store_true",
+        default=argparse.SUPPRESS if after_command else False,
+        help="trace and measure with OpenTelemetry's global providers (the otel extra; set up exporters with "
+        "opentelemetry-instrument or the OTEL_* variables)",
     )
 
 
@@ -269,6 +312,28 @@ def _version() -> str:
         return version("container-messaging")
     except PackageNotFoundError:  # imported from a source tree that was never installed
         return "(not installed)"
+
+
+def _add_health_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    health = command(
+        "health",
+        "Check the broker, the endpoint's queue and its dead letter; exit 1 when unhealthy (a Kubernetes probe).",
+    )
+    health.add_argument("name", type=_name, metavar="NAME", nargs="?", help="one endpoint (default: every endpoint)")
+    health.add_argument(
+        "--dead-letter-threshold",
+        type=_count,
+        metavar="N",
+        help="unhealthy when a dead letter queue holds more than N messages (default: its size is only shown)",
+    )
+    health.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        metavar="S",
+        help="seconds every check together may take (default: %(default)g)",
+    )
+    health.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     send_message.add_argument("channel", type=_name, metavar="CHANNEL", help="the target channel name")
     _add_sending_options(send_message)
 
+    _add_health_command(command)
     _add_dead_letter_command(command("dead-letter", "List, show, replay or delete the messages that failed for good."))
     _add_docs_commands(commands)
     return parser
@@ -378,8 +444,12 @@ def _cmd_run(container: MessagingContainer, args: argparse.Namespace) -> int:
     )
     if args.processes > 1:
         return Supervisor(args.name, _child_command(args, options), args.processes).run()
-    # the start banner on stderr (stdout keeps the one result line for scripts)
-    print(container.endpoint(args.name).description(options), file=sys.stderr, flush=True)
+    # the start banner on stderr (stdout keeps the one result line for scripts); with JSON logs, stderr has only JSON
+    banner = container.endpoint(args.name).description(options)
+    if _log_format(args) == "json":
+        log.info("%s", banner, extra={"endpoint": args.name})
+    else:
+        print(banner, file=sys.stderr, flush=True)
     result = container.run(args.name, **attrs.asdict(options))
     _out(result.summary())
     return EXIT_FAILURE if args.stop_on_failure and result.failed else EXIT_OK
@@ -391,6 +461,10 @@ def _child_command(args: argparse.Namespace, options: RunOptions) -> list[str]:
     app: str | None = getattr(args, "app_after", None) or args.app
     if app:
         command += ["--app", app]
+    if _log_format(args) != "human":
+        command += ["--log-format", _log_format(args)]
+    if getattr(args, "otel_after", False) or args.otel:
+        command.append("--otel")
     command += ["run", args.name]
     verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
     if verbosity:
@@ -589,6 +663,7 @@ def _entry_text(entry: DeadLetterEntry, full: bool) -> str:
         ("reason", value(entry.reason)),
         ("attempts", value(entry.attempts)),
         ("sent at", _time(sent)),
+        ("first failed", f"{_time(entry.first_failed_at)} (the first attempt)"),
         ("failed at", f"{_time(entry.failed_at)} (the last attempt)"),
         ("error", _shorten(f"{entry.error_class or '?'}: {entry.error_message or ''}", BODY_LIMIT, full)),
         ("content type", value(entry.content_type)),
@@ -621,6 +696,12 @@ def _cmd_dead_letter(container: MessagingContainer, args: argparse.Namespace) ->
     return EXIT_OK
 
 
+def _cmd_health(container: MessagingContainer, args: argparse.Namespace) -> int:
+    report = container.health(args.name, dead_letter_threshold=args.dead_letter_threshold, timeout=args.timeout)
+    _out(json.dumps(report.as_dict()) if args.json else str(report))
+    return EXIT_OK if report.healthy else EXIT_FAILURE
+
+
 _Command = Callable[[MessagingContainer, argparse.Namespace], int]
 
 _COMMANDS: Final[Mapping[str, _Command]] = {
@@ -631,6 +712,7 @@ _COMMANDS: Final[Mapping[str, _Command]] = {
     "publish-event": _cmd_publish_event,
     "send-message": _cmd_send_message,
     "dead-letter": _cmd_dead_letter,
+    "health": _cmd_health,
 }
 
 
@@ -774,6 +856,20 @@ def _load_app(spec: str) -> object:
     return found
 
 
+def _log_format(args: argparse.Namespace) -> str:
+    """``--log-format``, given before or after the subcommand."""
+    log_format: str = getattr(args, "log_format_after", None) or args.log_format
+    return log_format
+
+
+def _middleware(args: argparse.Namespace) -> list[Middleware]:
+    """With ``--otel``, OpenTelemetry tracing and metrics on the global providers (MissingExtraError without the
+    otel extra: a configuration error)."""
+    if not (getattr(args, "otel_after", False) or args.otel):
+        return []
+    return [observability.TracingMiddleware(), observability.MetricsMiddleware()]
+
+
 def _execute(args: argparse.Namespace) -> int:
     if args.command in _DOCS_COMMANDS:  # several services' configurations, no container of their own
         return _DOCS_COMMANDS[args.command](args)
@@ -781,7 +877,7 @@ def _execute(args: argparse.Namespace) -> int:
     spec: str | None = getattr(args, "app_after", None) or args.app
     with _current_directory_importable():
         app = _load_app(spec) if spec else None
-        container = MessagingContainer.from_config(path, app=app)
+        container = MessagingContainer.from_config(path, app=app, middleware=_middleware(args))
     try:
         log.info(
             "configuration %s: service %r, transport %s",
@@ -835,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_closed()
     verbosity: int = args.verbose + getattr(args, "verbose_after", 0)
-    with _logging(verbosity):
+    with _logging(verbosity, _log_format(args)):
         try:
             return _execute(args)
         except KeyboardInterrupt:

@@ -23,6 +23,12 @@ whose handlers are all coroutines as a task on the consumer's event loop (:mod:`
 This thread alone still receives and settles: each message is acknowledged once its own handlers returned, in the
 order they finish. Coroutine handlers are awaited on the one loop the consumer owns, whatever the concurrency.
 
+Middleware (:mod:`container_messaging.middleware`: tracing, metrics), when the container has any, is entered around
+the run (``consuming``), around each message from routing to settling (``receiving``, on this thread) and around
+each handler run (``handling``, on the thread or task that runs it), and told each decision (``settled``); without
+it none of this is called. The per-message log lines carry their fields as ``extra=`` (endpoint, message id,
+correlationId, routing key, handler, outcome, duration) for structured logs.
+
 A lost connection is not the end: the consumer reconnects with back-off and resumes (deliveries of the dead
 channel are never acknowledged; the broker redelivers them); a broker that refuses us (credentials, vhost) is never
 waited for. SIGINT/SIGTERM stop the loop after the messages in hand (each handled and settled); a second signal stops
@@ -39,7 +45,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any, Final, Protocol
 
@@ -53,13 +59,15 @@ from container_messaging.distributed.topology import ROUTING_KEY
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, MessageTooLargeError, TransportError
 from container_messaging.invocation import Handler, coroutine_runner
 from container_messaging.markers import RetryPolicy
-from container_messaging.messages import ID, MediaType, Message
+from container_messaging.messages import CORRELATION_ID, ID, MediaType, Message
+from container_messaging.middleware import EndpointInfo, Middleware, Outcome, messaging_system
 from container_messaging.recoverability import (
     Failure,
     MoveToDeadLetter,
     Recoverability,
     RetryLater,
     RetryNow,
+    first_failure_time,
     retry_number,
 )
 from container_messaging.transports.base import (
@@ -222,6 +230,14 @@ class _Job:
     started: float
     decisions: list[RetryLater | MoveToDeadLetter] = attrs.Factory(list)
     succeeded: list[str] = attrs.Factory(list)  # deduplication keys of the handlers that returned
+    receiving: AbstractContextManager[None] | None = None  # the middleware's receiving hook, left once settled
+
+
+def _field(value: object) -> str | None:
+    """A header as a structured log field: its text when it is short text, else a bounded description."""
+    if value is None or (isinstance(value, str) and len(value) <= MAX_ROUTING_KEY):
+        return value
+    return shown(value)
 
 
 def _routing_key(message: Message) -> str:
@@ -260,6 +276,7 @@ class EndpointConsumer:
         retry_policy: RetryPolicy | None = None,
         deduplication: DeduplicationStore | None = None,
         max_message_size: int = 1_048_576,
+        middleware: Middleware | None = None,
     ) -> None:
         self.name = name
         self.topology = topology
@@ -276,6 +293,11 @@ class EndpointConsumer:
         # (message id, body size) -> how often publishing that message's copy failed (bounded)
         self._copy_failures: dict[tuple[str, int], int] = {}
         self._loop = EventLoopThread(name)  # the run's own, made by run()
+        # the hooks of container_messaging.middleware; None (the default) skips every hook
+        self._middleware = middleware
+        self._info = EndpointInfo(
+            name, topology.queue, dead_letter_queue(topology.queue), topology.exchange, messaging_system(transport)
+        )
 
     def stop(self, reason: str = "stopped") -> None:
         """Asks the loop to stop after the message in hand (safe to call from a signal handler or thread)."""
@@ -303,11 +325,21 @@ class EndpointConsumer:
         self._wake.clear()
         counts = _Counts()
         deadline = time.monotonic() + options.execution_time_limit / 1000 if options.execution_time_limit else None
-        log.info("endpoint %r consuming queue %r on %s", self.name, self.topology.queue, self._transport.description)
+        log.info(
+            "endpoint %r consuming queue %r on %s",
+            self.name,
+            self.topology.queue,
+            self._transport.description,
+            extra={"endpoint": self.name},
+        )
         self._loop = loop = EventLoopThread(self.name)
         runner = coroutine_runner.set(loop.run)
         try:
-            self._run(options, counts, deadline)
+            if self._middleware is None:
+                self._run(options, counts, deadline)
+            else:
+                with self._middleware.consuming(self._info, self._transport.queue_size):
+                    self._run(options, counts, deadline)
         finally:
             coroutine_runner.reset(runner)
             loop.close()
@@ -320,7 +352,7 @@ class EndpointConsumer:
             counts.reconnects,
             counts.retried,
         )
-        log.info("endpoint %r stopped: %s", self.name, result.summary())
+        log.info("endpoint %r stopped: %s", self.name, result.summary(), extra={"endpoint": self.name})
         return result
 
     def _run(self, options: RunOptions, counts: _Counts, deadline: float | None) -> None:
@@ -508,6 +540,7 @@ class EndpointConsumer:
             workers.close()
             while in_hand and (finished := completions.get(None)) is not None:  # a lost connection: wait for them
                 in_hand -= 1
+                self._received(finished[0])
                 log.warning(
                     "endpoint %r: message %s was handled after its connection was lost; the broker redelivers it",
                     self.name,
@@ -525,6 +558,25 @@ class EndpointConsumer:
         the rules, or every handler already handled it)."""
         started = time.perf_counter()
         message = inbound_message(delivery.body, delivery.headers, delivery.content_type)
+        if self._middleware is None:
+            return self._route(delivery, message, options, counts, started)
+        receiving = self._middleware.receiving(self._info, message)
+        receiving.__enter__()  # left when the message is settled: here, or in _finish
+        try:
+            job = self._route(delivery, message, options, counts, started)
+        except BaseException as exc:
+            receiving.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if job is None:
+            receiving.__exit__(None, None, None)  # settled already
+        else:
+            job.receiving = receiving
+        return job
+
+    def _route(
+        self, delivery: Delivery, message: Message, options: RunOptions, counts: _Counts, started: float
+    ) -> _Job | None:
+        """:meth:`_prepare` once the message is decoded."""
         message_id = message.headers.get(ID)
         copy_failures = self._copy_failures.get(self._copy_key(message, delivery), 0) if self._copy_failures else 0
         retries_before = 0
@@ -538,7 +590,10 @@ class EndpointConsumer:
             handlers = self._dispatcher.targets(message)
         except Exception as exc:
             unrouted = self._recoverability.decide_unrouted(
-                exc, retries_before=retries_before, copy_failures=copy_failures
+                exc,
+                retries_before=retries_before,
+                copy_failures=copy_failures,
+                first_failed_at=first_failure_time(message),
             )
             self._settle_failed(delivery, message, [unrouted], options, counts, started)
             return None
@@ -550,6 +605,7 @@ class EndpointConsumer:
         if handlers and not pending:
             delivery.ack()
             counts.duplicates += 1
+            self._settled(message, Outcome.DUPLICATE)
             self._outcome(message, handlers, "already handled: skipped", started)
             return None
         return _Job(delivery, message, handlers, pending, retries_before, copy_failures, started)
@@ -566,7 +622,12 @@ class EndpointConsumer:
             attempt = 1
             while True:
                 try:
-                    await handler.call_async(job.message)
+                    if self._middleware is None:
+                        await handler.call_async(job.message)
+                    else:
+                        with self._middleware.handling(self._info, handler, job.message):
+                            await handler.call_async(job.message)
+                        self._middleware.settled(self._info, job.message, Outcome.HANDLED, handler=handler)
                     decision = None
                 except Exception as exc:
                     decision = self._decide(handler, exc, job.message, attempt, job.retries_before, job.copy_failures)
@@ -586,6 +647,22 @@ class EndpointConsumer:
     def _finish(self, job: _Job, options: RunOptions, counts: _Counts) -> None:
         """Settles a job whose handlers ran (on this thread): remembers what succeeded, then acknowledges, or carries
         out recoverability's decisions."""
+        if job.receiving is None:
+            self._settle(job, options, counts)
+            return
+        try:
+            self._settle(job, options, counts)
+        except BaseException as exc:
+            job.receiving.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        job.receiving.__exit__(None, None, None)
+
+    def _received(self, job: _Job) -> None:
+        """Leaves the receiving hooks of a job that will not be settled here (its connection was lost)."""
+        if job.receiving is not None:
+            job.receiving.__exit__(None, None, None)
+
+    def _settle(self, job: _Job, options: RunOptions, counts: _Counts) -> None:
         for key in job.succeeded:
             self._remember(key)
         message, delivery = job.message, job.delivery
@@ -595,6 +672,8 @@ class EndpointConsumer:
         delivery.ack()
         counts.handled += 1
         log.debug("endpoint %r: handled %r", self.name, message)
+        if not job.handlers:
+            self._settled(message, Outcome.DROPPED)
         outcome = "handled" if job.handlers else "no subscriber here: dropped"
         self._outcome(message, job.handlers, outcome, job.started)
 
@@ -603,12 +682,20 @@ class EndpointConsumer:
     ) -> RetryLater | MoveToDeadLetter | None:
         """Runs ``handler``, again at once while recoverability says so; None when it succeeded."""
         attempt = 1
+        middleware = self._middleware
         while True:
             try:
-                handler(message)
-                return None
+                if middleware is None:
+                    handler(message)
+                else:
+                    with middleware.handling(self._info, handler, message):
+                        handler(message)
             except Exception as exc:
                 decision = self._decide(handler, exc, message, attempt, retries_before, copy_failures)
+            else:
+                if middleware is not None:
+                    middleware.settled(self._info, message, Outcome.HANDLED, handler=handler)
+                return None
             if decision is not None:
                 return decision
             attempt += 1
@@ -618,11 +705,21 @@ class EndpointConsumer:
     ) -> RetryLater | MoveToDeadLetter | None:
         """Recoverability's decision on a failed attempt; None (logged) to retry at once."""
         decision = self._recoverability.decide(
-            handler, exc, attempt=attempt, retries_before=retries_before, copy_failures=copy_failures
+            handler,
+            exc,
+            attempt=attempt,
+            retries_before=retries_before,
+            copy_failures=copy_failures,
+            first_failed_at=first_failure_time(message),
         )
         if not isinstance(decision, RetryNow):
             return decision
-        log.warning("%s; retrying at once", self._failed(message, decision.failure))
+        self._settled(message, Outcome.RETRIED_NOW, decision.failure)
+        log.warning(
+            "%s; retrying at once",
+            self._failed(message, decision.failure),
+            extra=self._fields(message, decision.failure.handler_name, "retried now", decision.failure),
+        )
         return None
 
     def _settle_failed(
@@ -638,8 +735,14 @@ class EndpointConsumer:
         the message back on its queue and stops instead."""
         failures = [decision.failure for decision in decisions]
         if options.stop_on_failure:
-            log.error("%s; stop_on_failure keeps it on its queue", self._failed(message, failures[0]))
+            log.error(
+                "%s; stop_on_failure keeps it on its queue",
+                self._failed(message, failures[0]),
+                extra=self._fields(message, failures[0].handler_name, "requeued", failures[0]),
+            )
             delivery.requeue()
+            for failure in failures:
+                self._settled(message, Outcome.REQUEUED, failure)
             counts.failed += 1
             self._stop_reason = "a message failed (stop_on_failure)"
             self._outcome(message, failures, "failed: kept on its queue (stop_on_failure)", started)
@@ -653,6 +756,7 @@ class EndpointConsumer:
                         decision.delay_ms,
                         decision.retry,
                         decision.retries,
+                        extra=self._fields(message, decision.failure.handler_name, "retried later", decision.failure),
                     )
                     delivery.delayed_copy(decision.delay_ms, decision.headers)
                     continue
@@ -661,6 +765,7 @@ class EndpointConsumer:
                     self._failed(message, decision.failure),
                     decision.reason,
                     exc_info=log.isEnabledFor(logging.DEBUG) and decision.failure.error,
+                    extra=self._fields(message, decision.failure.handler_name, "dead-lettered", decision.failure),
                 )
                 if decision.reduced:
                     self._reduced_dead_letter_copy(delivery, decision)
@@ -672,6 +777,9 @@ class EndpointConsumer:
         delivery.ack()
         if self._copy_failures:
             self._copy_failures.pop(self._copy_key(message, delivery), None)
+        for decision in decisions:
+            later = isinstance(decision, RetryLater)
+            self._settled(message, Outcome.RETRIED_LATER if later else Outcome.DEAD_LETTERED, decision.failure)
         if any(isinstance(decision, MoveToDeadLetter) for decision in decisions):
             counts.failed += 1
             self._outcome(message, failures, "failed: dead-lettered", started)
@@ -717,14 +825,44 @@ class EndpointConsumer:
         """The one INFO line per message: routing key, handler(s), outcome, duration."""
         if log.isEnabledFor(logging.INFO):
             names = ", ".join(item.handler_name if isinstance(item, Failure) else item.name for item in ran)
+            duration_ms = (time.perf_counter() - started) * 1000
+            fields = self._fields(message, names or "-", outcome)
+            fields["duration_ms"] = round(duration_ms, 3)
             log.info(
                 "endpoint %r: %s (message %s) -> %s: %s in %.1f ms",
                 self.name,
-                _routing_key(message),
+                fields["routing_key"],
                 shown(message.headers.get(ID)),
                 names or "-",
                 outcome,
-                (time.perf_counter() - started) * 1000,
+                duration_ms,
+                extra=fields,
+            )
+
+    def _fields(self, message: Message, handler: str, outcome: str, failure: Failure | None = None) -> dict[str, Any]:
+        """What a log line about ``message`` carries for structured logs (``extra=``; see observability/logs.py)."""
+        fields: dict[str, Any] = {
+            "endpoint": self.name,
+            "message_id": _field(message.headers.get(ID)),
+            "correlation_id": _field(message.headers.get(CORRELATION_ID)),
+            "routing_key": _routing_key(message),
+            "handler": handler,
+            "outcome": outcome,
+        }
+        if failure is not None:
+            fields["attempt"] = failure.attempt
+            fields["error_type"] = type(failure.error).__name__
+        return fields
+
+    def _settled(self, message: Message, outcome: Outcome, failure: Failure | None = None) -> None:
+        """Tells the middleware (if any) what was decided; a failure names its handler, attempt and error."""
+        if self._middleware is None:
+            return
+        if failure is None:
+            self._middleware.settled(self._info, message, outcome)
+        else:
+            self._middleware.settled(
+                self._info, message, outcome, handler=failure.handler, attempt=failure.attempt, error=failure.error
             )
 
     # A deduplication store that fails (Redis down) must not stop handling nor make the broker redeliver what was

@@ -15,7 +15,7 @@ URL a channel lives on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
 
@@ -59,6 +59,8 @@ from container_messaging.errors import ConfigurationError, ContainerError, Endpo
 from container_messaging.injection import Injector
 from container_messaging.invocation import Handler, build_handler
 from container_messaging.markers import RetryPolicy
+from container_messaging.middleware import InstrumentedTransport, Middleware, chain
+from container_messaging.observability.health import DEFAULT_TIMEOUT, HealthReport, check_health
 from container_messaging.routing import RoutingTable
 from container_messaging.scanning import FoundHandler, scan
 from container_messaging.transports import BaseTransport, EndpointTopology, TransportOptions, create_transport
@@ -100,10 +102,17 @@ class MessagingContainer:
     """The messaging application: configuration, scanned handlers, buses and transports, wired by type."""
 
     def __init__(
-        self, settings: Settings | None = None, *, app: Any = None, transport: BaseTransport | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        app: Any = None,
+        transport: BaseTransport | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.settings = settings or settings_from_dict({})
         s = self.settings
+        #: the hooks of :mod:`container_messaging.middleware` (tracing, metrics), None when there are none
+        self.middleware = chain(middleware)
         self.di = containers.DynamicContainer()
         self._injector = Injector(self.di)
         self._opened: list[_Closable] = []  # what close() closes: the resources built so far, in order
@@ -142,6 +151,7 @@ class MessagingContainer:
             )
             self._register_outbox(outbox_provider)
             transport_provider = providers.Singleton(_outbox_transport, outbox_provider)
+        transport_provider = self._instrumented(transport_provider)
         self._transports[s.transport.url] = transport_provider
         deduplication_provider = providers.Singleton(
             self._open,
@@ -163,6 +173,13 @@ class MessagingContainer:
         for name, (tp, provider) in framework.items():
             self._injector.register(name, tp, provider, "the framework")
         return transport_provider
+
+    def _instrumented(self, transport_provider: Any) -> Any:
+        """With middleware, the transport's provider wrapped in :class:`InstrumentedTransport`: outermost (around an
+        outbox too), so the publishing hook runs where the application sends."""
+        if self.middleware is None:
+            return transport_provider
+        return providers.Singleton(InstrumentedTransport, transport_provider, self.middleware)
 
     def _register_outbox(self, outbox_provider: Any) -> None:
         """``outbox`` (the :class:`~container_messaging.outbox.Outbox`) and ``unit_of_work`` (by name, and by type:
@@ -191,8 +208,8 @@ class MessagingContainer:
         """The transport on broker ``url``: the ``transport`` one, or one per other URL (built on first use)."""
         provider = self._transports.get(url)
         if provider is None:
-            provider = self._transports[url] = providers.Singleton(
-                self._open, _create_transport, self.settings.transport, url
+            provider = self._transports[url] = self._instrumented(
+                providers.Singleton(self._open, _create_transport, self.settings.transport, url)
             )
         transport: BaseTransport = provider()
         return transport
@@ -268,23 +285,34 @@ class MessagingContainer:
         return self.settings.source or "<dict>"
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
-        return cls(load_yaml(path), app=app)
+    def from_yaml(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
+        return cls(load_yaml(path), app=app, middleware=middleware)
 
     @classmethod
-    def from_ini(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
-        return cls(load_ini(path), app=app)
+    def from_ini(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
+        return cls(load_ini(path), app=app, middleware=middleware)
 
     @classmethod
-    def from_config(cls, path: str | Path, *, app: Any = None) -> MessagingContainer:
+    def from_config(
+        cls, path: str | Path, *, app: Any = None, middleware: Sequence[Middleware] = ()
+    ) -> MessagingContainer:
         """By the file's extension: ``.yaml``/``.yml`` or ``.ini``/``.cfg``."""
-        return cls(load_settings(path), app=app)
+        return cls(load_settings(path), app=app, middleware=middleware)
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], *, app: Any = None, transport: BaseTransport | None = None
+        cls,
+        data: Mapping[str, Any],
+        *,
+        app: Any = None,
+        transport: BaseTransport | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> MessagingContainer:
-        return cls(settings_from_dict(data), app=app, transport=transport)
+        return cls(settings_from_dict(data), app=app, transport=transport, middleware=middleware)
 
     def _open(self, factory: Callable[..., _C], *args: Any, **kwargs: Any) -> _C:
         """Builds a resource that ``close()`` must close (called by a Singleton provider: once, on first use)."""
@@ -394,6 +422,7 @@ class MessagingContainer:
             retry_policy=RetryPolicy(s.recoverability.immediate_retries, s.recoverability.delayed_retries),
             deduplication=self.get(DeduplicationStore),  # type: ignore[type-abstract]
             max_message_size=s.consumer.max_message_size,
+            middleware=self.middleware,
         )
 
     def dead_letter(self, name: str | None = None) -> DeadLetter:
@@ -407,6 +436,22 @@ class MessagingContainer:
                 raise EndpointError(f"name the endpoint whose dead letter to open (available: {available})")
         transport, topology = self._endpoint_parts(name)
         return DeadLetter(transport, topology.queue, name)
+
+    def health(
+        self, endpoint: str | None = None, *, dead_letter_threshold: int | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> HealthReport:
+        """Checks each broker, the endpoint's queue and the size of its dead letter (every endpoint when no name)
+        within ``timeout`` seconds; more than ``dead_letter_threshold`` dead letters is unhealthy (see
+        :mod:`container_messaging.observability.health`). Never raises for a broker that is down: the report says."""
+        relay = OUTBOX_ENDPOINT if self.settings.outbox.enabled else None  # a table, not a queue: not checked here
+        names = [endpoint] if endpoint is not None else [name for name in self.list() if name != relay]
+        brokers: dict[int, tuple[BaseTransport, list[str]]] = {}
+        for name in names:
+            transport, topology = self._endpoint_parts(name)
+            brokers.setdefault(id(transport), (transport, []))[1].append(topology.queue)
+        if not brokers:
+            brokers[id(self.transport)] = (self.transport, [])
+        return check_health(list(brokers.values()), dead_letter_threshold=dead_letter_threshold, timeout=timeout)
 
     def setup(self, name: str | None = None) -> None:
         """Declares the endpoint's queue and its bindings (the exchange too for the AMQP endpoint; all endpoints

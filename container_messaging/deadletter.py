@@ -45,6 +45,7 @@ class DeadLetterEntry:
     error_message: str | None
     trace: str | None = attrs.field(repr=False)
     failed_at: int | None
+    first_failed_at: int | None
     attempts: int | None
     routing_key: str | None
     payload_type: str | None
@@ -65,6 +66,7 @@ class DeadLetterEntry:
             error_message=h.get(FailureHeader.MESSAGE),
             trace=h.get(FailureHeader.TRACE),
             failed_at=_optional_int(h.get(FailureHeader.TIME)),
+            first_failed_at=_optional_int(h.get(FailureHeader.FIRST_TIME)),
             attempts=_optional_int(h.get(FailureHeader.ATTEMPTS)),
             routing_key=h.get("ecotone.distributed.routingKey"),
             payload_type=h.get("ecotone.distributed.payloadType"),

@@ -91,9 +91,11 @@ class FailureHeader:
     MESSAGE: Final = "failure.message"
     TRACE: Final = "failure.trace"
     TIME: Final = "failure.time"
+    #: when the message first failed (carried by its delayed retry copies into the dead letter)
+    FIRST_TIME: Final = "failure.firstTime"
     ATTEMPTS: Final = "failure.attempts"
 
-    ALL: Final = (ENDPOINT, HANDLER, REASON, EXCEPTION_CLASS, MESSAGE, TRACE, TIME, ATTEMPTS)
+    ALL: Final = (ENDPOINT, HANDLER, REASON, EXCEPTION_CLASS, MESSAGE, TRACE, TIME, FIRST_TIME, ATTEMPTS)
 
 
 class MediaType:

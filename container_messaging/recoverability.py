@@ -97,6 +97,13 @@ def is_poison(error: BaseException) -> bool:
     return isinstance(error, _POISON)
 
 
+def first_failure_time(message: Message) -> int | None:
+    """When ``message`` first failed (unix seconds, the header its delayed retry copies carry), or None; a value that
+    is not a plausible time (from the wire) counts as none."""
+    value = message.headers.get(FailureHeader.FIRST_TIME)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 40 else None
+
+
 def retry_number(message: Message) -> int:
     """How many delayed retries the message had (``ecotone_retry_number``; 0 when absent).
 
@@ -219,27 +226,28 @@ class Recoverability:
         attempt: int,
         retries_before: int,
         copy_failures: int = 0,
+        first_failed_at: int | None = None,
     ) -> Decision:
         """What to do after ``handler`` failed with ``error`` on attempt ``attempt`` of this delivery, the message
         having had ``retries_before`` delayed retries (its valid ``ecotone_retry_number``).
 
         ``copy_failures`` counts how often publishing this message's copy failed before: after one, a dead letter
         copy is reduced; after two, a delayed retry gives way to a reduced dead letter copy (the consumer never
-        loops on one message).
+        loops on one message). ``first_failed_at``: when the message first failed (its retry copy says so), else now.
         """
         policy = self.policy(handler)
         failure = self._failure(policy, handler, error, attempt, retries_before)
         if not failure.poison and attempt <= policy.immediate_retries:
             return RetryNow(failure)
-        return self._fate(policy, failure, retries_before, copy_failures)
+        return self._fate(policy, failure, retries_before, copy_failures, first_failed_at)
 
     def decide_unrouted(
-        self, error: Exception, *, retries_before: int, copy_failures: int = 0
+        self, error: Exception, *, retries_before: int, copy_failures: int = 0, first_failed_at: int | None = None
     ) -> RetryLater | MoveToDeadLetter:
         """What to do when no handler could be chosen (a routing error, a malformed header, a body too large):
         never retried at once; otherwise as :meth:`decide`, by the endpoint's policy."""
         failure = self._failure(self._default, None, error, 1, retries_before)
-        return self._fate(self._default, failure, retries_before, copy_failures)
+        return self._fate(self._default, failure, retries_before, copy_failures, first_failed_at)
 
     @staticmethod
     def _failure(
@@ -250,24 +258,31 @@ class Recoverability:
         return Failure(handler, error, retries_before * per_delivery + attempt, overall)
 
     def _fate(
-        self, policy: RetryPolicy, failure: Failure, retries_before: int, copy_failures: int
+        self,
+        policy: RetryPolicy,
+        failure: Failure,
+        retries_before: int,
+        copy_failures: int,
+        first_failed_at: int | None,
     ) -> RetryLater | MoveToDeadLetter:
         delays = policy.delayed_retries
+        first = int(time.time()) if first_failed_at is None else first_failed_at
         if failure.poison:
-            return self._dead_letter(failure, POISON, reduced=copy_failures >= 1)
+            return self._dead_letter(failure, POISON, first, reduced=copy_failures >= 1)
         if retries_before >= len(delays):
-            return self._dead_letter(failure, EXHAUSTED, reduced=copy_failures >= 1)
+            return self._dead_letter(failure, EXHAUSTED, first, reduced=copy_failures >= 1)
         if copy_failures >= 2:
-            return self._dead_letter(failure, _COPY_FAILED, reduced=True)
-        headers: dict[str, Any] = {RETRY_NUMBER: retries_before + 1}
+            return self._dead_letter(failure, _COPY_FAILED, first, reduced=True)
+        headers: dict[str, Any] = {RETRY_NUMBER: retries_before + 1, FailureHeader.FIRST_TIME: first}
         if failure.handler is not None:
             headers[TARGET_HANDLER] = failure.handler.name
         return RetryLater(failure, delays[retries_before], retries_before + 1, len(delays), headers)
 
-    def _dead_letter(self, failure: Failure, reason: str, *, reduced: bool) -> MoveToDeadLetter:
+    def _dead_letter(self, failure: Failure, reason: str, first_failed_at: int, *, reduced: bool) -> MoveToDeadLetter:
         if reduced:
             reason = f"{reason}; {_REDUCED}"
         headers = failure_headers(failure, self._endpoint, reason)
+        headers[FailureHeader.FIRST_TIME] = first_failed_at
         if failure.handler is not None:
             headers[TARGET_HANDLER] = failure.handler.name
         return MoveToDeadLetter(failure, reason, headers, reduced)

@@ -278,6 +278,21 @@ def test_retry_lines_count_attempts_overall_and_a_failing_message_counts_once_as
     assert (result.handled, result.retried, result.failed) == (0, 1, 1)
 
 
+def test_the_dead_letter_keeps_when_the_message_first_failed(service: Service) -> None:
+    """The delayed retry copy carries the time of the first failure into the dead letter: first_failed_at falls in
+    the first run (before the delayed retry), failed_at at or after it."""
+    with service.container(recoverability={"immediate_retries": 0, "delayed_retries": [1]}) as container:
+        container.setup()
+        send(container, "billing.fail")
+        before = int(time.time())
+        assert container.run("billing", handled_message_limit=1).retried == 1
+        after_first_run = int(time.time())
+        assert container.run("billing", handled_message_limit=1, execution_time_limit=10_000).failed == 1
+        [entry] = container.dead_letter().list()
+    assert entry.first_failed_at is not None and before <= entry.first_failed_at <= after_first_run
+    assert entry.failed_at is not None and entry.failed_at >= entry.first_failed_at
+
+
 def test_failure_headers_are_bounded(container: MessagingContainer) -> None:
     """A handler error with a 1,000,000-character message reaches the dead letter with its message cut to
     FAILURE_TEXT_LIMIT characters and its trace to FAILURE_TRACE_LIMIT, both keeping the start of the text."""
@@ -426,12 +441,13 @@ class _Handler:
 
 def test_recoverability_decides_retry_now_then_later_then_dead_letter() -> None:
     """For 1 immediate retry and delays [100, 200], recoverability decides: retry now, retry in 100 ms (retry
-    number 1, addressed to the handler), ..., and the dead letter on the 6th attempt with its failure headers."""
+    number 1, addressed to the handler, carrying when the message first failed), ..., and the dead letter on the 6th
+    attempt with its failure headers, the first failure's time kept."""
     recoverability = Recoverability("billing", RetryPolicy(1, (100, 200)))
     handler: Any = _Handler("mod.Billing.fail")
     error = RuntimeError("down")
     decisions = [
-        recoverability.decide(handler, error, attempt=attempt, retries_before=retries)
+        recoverability.decide(handler, error, attempt=attempt, retries_before=retries, first_failed_at=1234)
         for retries in range(3)
         for attempt in (1, 2)
     ]
@@ -440,13 +456,17 @@ def test_recoverability_decides_retry_now_then_later_then_dead_letter() -> None:
     assert {d.failure.attempts for d in decisions} == {6}
     first_later, second_later, last = decisions[1], decisions[3], decisions[5]
     assert isinstance(first_later, RetryLater) and isinstance(second_later, RetryLater)
-    assert (first_later.delay_ms, dict(first_later.headers)) == (100, {RETRY_NUMBER: 1, TARGET_HANDLER: handler.name})
+    assert (first_later.delay_ms, dict(first_later.headers)) == (
+        100,
+        {RETRY_NUMBER: 1, TARGET_HANDLER: handler.name, FailureHeader.FIRST_TIME: 1234},
+    )
     assert (second_later.delay_ms, second_later.headers[RETRY_NUMBER]) == (200, 2)
     assert isinstance(last, MoveToDeadLetter)
     assert (last.reason, last.reduced) == ("retries exhausted", False)
     assert last.headers[FailureHeader.ATTEMPTS] == 6
     assert last.headers[TARGET_HANDLER] == handler.name
     assert set(FailureHeader.ALL) <= set(last.headers)
+    assert last.headers[FailureHeader.FIRST_TIME] == 1234
 
 
 def test_after_failed_copies_recoverability_decides_a_reduced_dead_letter_copy() -> None:

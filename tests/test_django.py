@@ -34,7 +34,7 @@ LIMITS = ("--handled-message-limit", "1", "--execution-time-limit", "20000")
 @pytest.fixture(scope="module", autouse=True)
 def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Django set up once with the example project's own settings (Django's settings are once per process); its
-    embedded transport's folder in a temporary directory."""
+    embedded transport's folder and its SQLite database (migrated) in a temporary directory."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(ROOT))
         patch.setenv("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
@@ -42,6 +42,7 @@ def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setenv("CONTAINER_MESSAGING_DATA", str(tmp_path_factory.mktemp("portal")))
         django.setup()
         setup_test_environment()
+        call_command("migrate", verbosity=0)  # the portal's table, in the temporary SQLite database
         try:
             yield
         finally:
@@ -142,10 +143,11 @@ def test_the_dead_letter_commands_list_show_replay_and_delete(portal: MessagingC
 
 
 def test_list_names_the_endpoint_and_autodiscovery_finds_the_apps_handlers() -> None:
-    """``messaging list`` prints the service's endpoint, and the shared container scanned the example app's
-    ``handlers`` module because CONTAINER_MESSAGING_AUTODISCOVER is on (and only then)."""
+    """``messaging list`` prints the service's endpoint and the outbox relay (the example enables the outbox), and the
+    shared container scanned the example app's ``handlers`` module because CONTAINER_MESSAGING_AUTODISCOVER is on
+    (and only then)."""
     container_module = get_container_module()
-    assert messaging("list") == "portal\n"
+    assert messaging("list") == "portal\noutbox\n"
     handler = "examples.django_app.portal.handlers.remember_billing_details"
     assert [h.name for h in container_module.get_container().routes.handlers] == [handler]
     assert container_module.get_container().settings.scan == ("examples.django_app.portal.handlers",)
@@ -202,7 +204,7 @@ def test_a_wrong_configuration_is_an_error_naming_the_setting(overrides: dict[st
 
 def test_run_names_an_unknown_endpoint_with_exit_code_2() -> None:
     """``messaging run`` of an endpoint the service does not have fails naming it and the available ones."""
-    with pytest.raises(CommandError, match=r"unknown endpoint 'nope' \(available: 'portal'\)") as raised:
+    with pytest.raises(CommandError, match=r"unknown endpoint 'nope' \(available: 'portal', 'outbox'\)") as raised:
         messaging("run", "nope")
     assert raised.value.returncode == 2
 

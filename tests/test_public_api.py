@@ -22,6 +22,13 @@ NOT_EXPORTED: dict[str, str] = {
         "a received message at the transport port (DeadLetterEntry.from_delivery): container_messaging.transports"
     ),
     "container_messaging.conversion.PayloadPlan": "what Converter.plan prepares for one handler at boot",
+    "container_messaging.invocation.Handler": (
+        "a scanned handler ready to run, as the middleware hooks see it (name, kind, routing key): "
+        "container_messaging.invocation"
+    ),
+    "container_messaging.transports.base.OutboundMessage": (
+        "a message at the transport port, as the publishing hook sees it: container_messaging.transports"
+    ),
 }
 
 

@@ -87,3 +87,30 @@ def test_a_command_billing_cannot_read_fails_the_test(system: TestSystem) -> Non
     )
     with pytest.raises(ConversionError, match=r"required field missing @ \$\.billingDetails"):
         system.run()
+
+
+SERVICE_MAP_CONFIGS = [ROOT / "configs" / "service_map" / name for name in ("billing.yaml", "user.yaml", "ticket.ini")]
+
+
+def test_the_service_map_example_system_runs_in_the_test_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same flow in Service Map mode: each service consumes its channel (no AMQP endpoint), the command crosses
+    to billing's channel and the event reaches the user and ticket channels the shared map subscribes."""
+    from examples.billing.handlers import BillingRepository
+    from examples.user.handlers import UserController
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.delenv("CONTAINER_MESSAGING_URL", raising=False)
+    with TestSystem(SERVICE_MAP_CONFIGS) as system:
+        assert [service.consumer.name for service in map(system.service, system.services)] == [
+            "distributed_billing",
+            "distributed_user",
+            "distributed_ticket",
+        ]
+        system.service("user").get(UserController).change_billing("202", "IBAN-0202")
+        run = system.run()
+        assert system.service("billing").get(BillingRepository).details == {"202": "IBAN-0202"}
+        assert sorted((m.service, m.routing_key) for m in run.received) == [
+            ("billing", "billing.changeDetails"),
+            ("ticket", "billing.detailsWereChanged"),
+            ("user", "billing.detailsWereChanged"),
+        ]

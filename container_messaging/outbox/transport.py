@@ -67,5 +67,8 @@ class OutboxTransport(BaseTransport):
     def queue_size(self, queue: str) -> int:
         return self.inner.queue_size(queue)
 
+    def queue_exists(self, queue: str) -> bool | None:
+        return self.inner.queue_exists(queue)
+
     def close(self) -> None:
         self.inner.close()

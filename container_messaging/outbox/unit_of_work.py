@@ -6,6 +6,10 @@ that connection, so it commits with the application's writes or not at all. Afte
 published at once, in this process, and marked sent; if that fails (the broker is down, the process dies), they stay
 in the outbox and the relay publishes them. A ``begin()`` inside an open unit of work joins it.
 
+Given a framework's transactions (:meth:`UnitOfWork.follow`, e.g. Django's ``transaction.atomic()``), what is sent
+inside one of them while no unit of work is open goes to the outbox on the framework's connection, and is published
+after the framework's commit.
+
 It is also the :class:`~container_messaging.invocation.Transactions` of ``@transactional`` handlers: the handler runs
 in a unit of work whose first write is the inbox record of ``(message id, handler)``; a message already recorded
 runs nothing.
@@ -29,6 +33,7 @@ from container_messaging.invocation import Transactions
 from container_messaging.messages import ID, Message
 from container_messaging.outbox.errors import OutboxError, database_error
 from container_messaging.outbox.forwarding import Forwarder
+from container_messaging.outbox.host import HostTransaction
 from container_messaging.outbox.inbox import Inbox
 from container_messaging.outbox.store import OutboxStore
 from container_messaging.transports.base import OutboundMessage
@@ -69,6 +74,7 @@ class UnitOfWork(Transactions):
         self._publish_after_commit = publish_after_commit
         self._clock = clock
         self._current: contextvars.ContextVar[_Work | None] = contextvars.ContextVar("unit_of_work", default=None)
+        self._host: HostTransaction | None = None
 
     def __repr__(self) -> str:
         return f"<UnitOfWork {self.engine.url.render_as_string(hide_password=True)!r}>"
@@ -111,23 +117,49 @@ class UnitOfWork(Transactions):
         if work.row_ids and self._publish_after_commit:
             self._forward(work.row_ids)
 
+    def follow(self, host: HostTransaction | None) -> None:
+        """Makes what is sent inside ``host``'s open transaction (when no unit of work is open) part of it: written
+        to the outbox on its connection, published after its commit. None stops following."""
+        self._host = host
+
     @property
     def in_progress(self) -> bool:
-        """Whether a unit of work is open in this context (what is sent now goes to the outbox)."""
-        return self._current.get() is not None
+        """Whether a unit of work, or a followed framework transaction, is open in this context (what is sent now
+        goes to the outbox)."""
+        return self._current.get() is not None or (self._host is not None and self._host.connection() is not None)
 
     def write(self, exchange: str | None, queue: str | None, messages: Sequence[tuple[OutboundMessage, bool]]) -> bool:
-        """Writes messages bound for ``exchange`` (or straight to ``queue``) to the outbox in the open unit of work;
-        False (nothing written) when none is open in this context."""
+        """Writes messages bound for ``exchange`` (or straight to ``queue``) to the outbox in the open unit of work
+        (or the followed framework transaction); False (nothing written) when none is open in this context."""
         work = self._current.get()
-        if work is None:
+        if work is not None:
+            work.row_ids.extend(self._add(work.connection, exchange, queue, messages))
+            return True
+        host = self._host
+        connection = host.connection() if host is not None else None
+        if host is None or connection is None:
             return False
+        if not self._schema_checked:
+            self._check_schema(connection)  # reads only, in the framework's transaction
+            self._schema_checked = True
+        row_ids = self._add(connection, exchange, queue, messages)
+        if self._publish_after_commit:
+            # One callback per write: a rolled back savepoint (a nested atomic block) drops it with its rows.
+            host.on_commit(lambda: self._forward(row_ids))
+        return True
+
+    def _add(
+        self,
+        connection: Connection,
+        exchange: str | None,
+        queue: str | None,
+        messages: Sequence[tuple[OutboundMessage, bool]],
+    ) -> list[int]:
         try:
-            work.row_ids.extend(self._store.add(work.connection, exchange, queue, messages, self._clock()))
+            return self._store.add(connection, exchange, queue, messages, self._clock())
         except SQLAlchemyError as exc:
             ids = ", ".join(repr(message.message_id) for message, _ in messages)
             raise database_error(f"writing message {ids} to the outbox table {self._store.table.name!r}", exc) from exc
-        return True
 
     def _forward(self, row_ids: list[int]) -> None:
         """Publishes what this unit of work committed; a failure leaves it to the relay (the commit stands)."""

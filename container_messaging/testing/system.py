@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol, TypeVar, overload, runtime_checkable
 import attrs
 
 from container_messaging.buses import CommandBus, EventBus, QueryBus
-from container_messaging.config import Settings, load_settings, settings_from_dict
+from container_messaging.config import ChannelSettings, ServiceMapSettings, Settings, load_settings, settings_from_dict
 from container_messaging.consumer import EndpointConsumer, RunOptions, RunResult
 from container_messaging.container import MessagingContainer
 from container_messaging.deadletter import DeadLetter
@@ -95,6 +95,41 @@ def _with_values(settings: Settings, values: Mapping[str, Any], source: str) -> 
     return attrs.evolve(settings, **changes)
 
 
+def _combined(endpoint: str, results: list[RunResult]) -> RunResult:
+    """The runs of a service's endpoints as one result (the reason of the last one that stopped early, if any)."""
+    reasons = [result.stop_reason for result in results if result.stop_reason != "no more messages"]
+    return RunResult(
+        endpoint,
+        sum(result.handled for result in results),
+        sum(result.failed for result in results),
+        reasons[-1] if reasons else "no more messages",
+        duplicates=sum(result.duplicates for result in results),
+        reconnects=sum(result.reconnects for result in results),
+        retried=sum(result.retried for result in results),
+    )
+
+
+def _on_one_broker(settings: Settings) -> Settings:
+    """``settings`` with every channel on ``transport.url`` (the test's broker): a channel defined with a URL of its
+    own, in ``channels`` or in a service map, would otherwise reach that real broker."""
+
+    def local(channels: Mapping[str, ChannelSettings]) -> dict[str, ChannelSettings]:
+        return {name: attrs.evolve(channel, url=None) for name, channel in channels.items()}
+
+    def local_map(service_map: ServiceMapSettings | None) -> ServiceMapSettings | None:
+        return None if service_map is None else attrs.evolve(service_map, channels=local(service_map.channels))
+
+    return attrs.evolve(
+        settings,
+        channels=local(settings.channels),
+        service_map=local_map(settings.service_map),
+        distributed_buses={
+            name: attrs.evolve(bus, service_map=local_map(bus.service_map))
+            for name, bus in settings.distributed_buses.items()
+        },
+    )
+
+
 def _load(source: ConfigSource) -> Settings:
     if isinstance(source, Settings):
         return source
@@ -130,10 +165,17 @@ class ServiceUnderTest:
         self.transport = transport
         self.recorder = transport.recorder
         self.name: str = self.recorder.service
-        consumer = container.endpoint(self.name)
-        if not isinstance(consumer, EndpointConsumer):  # the outbox relay: it consumes no queue
-            raise TestSystemError(f"endpoint {self.name!r} of the test system is not a queue consumer: {consumer!r}")
-        self.consumer = consumer
+        # Every queue endpoint of the service: the AMQP endpoint and/or the Service Map channels it consumes (the
+        # outbox relay, which consumes no queue, is not driven by the test system).
+        self.consumers = [
+            consumer for name in container.list() if isinstance(consumer := container.endpoint(name), EndpointConsumer)
+        ]
+        if not self.consumers:
+            raise TestSystemError(
+                f"service {self.name!r} consumes nothing: give it a service_name with an AMQP bus, or channels under "
+                "consume"
+            )
+        self.consumer = self.consumers[0]
         self._overridden: list[Any] = []
 
     def __repr__(self) -> str:
@@ -178,12 +220,14 @@ class ServiceUnderTest:
         return self.consumer.topology.queue
 
     def queued(self) -> int:
-        """How many messages wait on its queue, ready."""
-        return self.container.transport.queue_size(self.queue)
+        """How many messages wait, ready, on its queues."""
+        transport = self.container.transport
+        return sum(transport.queue_size(consumer.topology.queue) for consumer in self.consumers)
 
     def delayed(self) -> int:
-        """How many delayed retry copies for its queue are not due yet (in-process: on the test clock)."""
-        return self._tooling("delayed()").waiting_for_delay(self.queue)
+        """How many delayed retry copies for its queues are not due yet (in-process: on the test clock)."""
+        tooling = self._tooling("delayed()")
+        return sum(tooling.waiting_for_delay(consumer.topology.queue) for consumer in self.consumers)
 
     def _tooling(self, what: str) -> _Tooling:
         inner = self.transport.inner
@@ -195,11 +239,13 @@ class ServiceUnderTest:
         """Deletes its queue, dead letter queue, delayed copies and the exchange from the broker (what ``close`` does
         on a real broker)."""
         delays = self.container.settings.recoverability.delayed_retries
-        self._tooling("remove_endpoint()").remove_endpoint(self.consumer.topology, delays)
+        for consumer in self.consumers:
+            self._tooling("remove_endpoint()").remove_endpoint(consumer.topology, delays)
 
-    def dead_letter(self) -> DeadLetter:
-        """Its endpoint's dead letter: ``list``, ``get``, ``replay``, ``replay_all``, ``delete``."""
-        return self.container.dead_letter(self.name)
+    def dead_letter(self, endpoint: str | None = None) -> DeadLetter:
+        """The dead letter of its endpoint (the first one when it has several, or ``endpoint``): ``list``, ``get``,
+        ``replay``, ``replay_all``, ``delete``."""
+        return self.container.dead_letter(endpoint or self.consumer.name)
 
     def override(self, key: type | str, fake: object) -> None:
         """Replaces what the container provides for ``key`` (a type, or a provider name) by ``fake``, with
@@ -345,7 +391,8 @@ class TestSystem:
                     "queue_prefix": f"test_{self.suffix}_{distribution.queue_prefix}",
                 },
             }
-            return _with_values(settings, real, source), None
+            return _on_one_broker(_with_values(settings, real, source)), None
+        settings = _on_one_broker(settings)
         if settings.deduplication.store not in ("memory", "none"):
             settings = _with_values(settings, {"deduplication": {"store": "memory"}}, source)
         return settings, InProcessTransport(self._broker, settings.service_name or "")
@@ -455,12 +502,13 @@ class TestSystem:
     ) -> tuple[RunResult, RecordedMessages]:
         before = service.recorder.received_count
         token = handler_failure.set(_stop_at_once if fail_fast else None)
+        error: Exception | None = None
+        results: list[RunResult] = []
         try:
-            result = service.consumer.run(options)
+            for consumer in service.consumers:
+                results.append(consumer.run(options))
         except _HandlerFailed as stop:
-            error: Exception | None = stop.error
-        else:
-            error = None
+            error = stop.error
         finally:
             handler_failure.reset(token)
         if error is not None:
@@ -473,7 +521,7 @@ class TestSystem:
                 f"endpoint {service.name!r} could not handle the {message}: {message.error}; it went to the dead "
                 "letter (fail_fast raises what production would only dead-letter)"
             )
-        return result, taken
+        return _combined(service.name, results), taken
 
     def _endless(self, received: list[RecordedMessage]) -> str:
         counts: dict[str, int] = {}

@@ -150,6 +150,11 @@ class BaseTransport(abc.ABC):
     def queue_size(self, queue: str) -> int:
         """How many ready messages ``queue`` holds (0 when it does not exist)."""
 
+    def queue_exists(self, queue: str) -> bool | None:
+        """Whether ``queue`` exists, for health checks; None where a queue is no broker object of its own (it comes
+        into being with its first message): the default."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Closes every connection this transport opened."""

@@ -32,6 +32,7 @@ from container_messaging.transports._kombu_base import (
     KombuReceiver,
     KombuTransport,
     PublishRequest,
+    not_found,
     publish_kwargs,
     publishing,
 )
@@ -540,6 +541,16 @@ class RabbitMqTransport(KombuTransport):
         finally:
             channel.events["basic_return"].discard(on_return)
         return bool(returned)
+
+    def queue_exists(self, queue: str) -> bool:
+        with self.connection(f"looking for queue {queue!r}") as channel:
+            try:
+                channel.queue_declare(queue, passive=True)
+            except Exception as exc:
+                if not_found(exc):
+                    return False
+                raise
+            return True
 
     def waiting_for_delay(self, queue: str) -> int:
         """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""

@@ -3,8 +3,11 @@
 
 ::
 
+    python examples/django_app/manage.py migrate                    # the portal's table (SQLite)
+    python examples/django_app/manage.py messaging setup            # the queue and the outbox tables
     python examples/django_app/manage.py runserver                  # the web process
     python examples/django_app/manage.py messaging run portal -vv   # its consumer, another process
+    python examples/django_app/manage.py messaging run outbox       # the relay, another process
     container-messaging --config configs/billing.yaml run billing   # the billing service
 """
 

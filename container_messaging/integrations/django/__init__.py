@@ -19,7 +19,9 @@
 
 The configuration is checked when Django starts (``AppConfig.ready``); the shared container is built on first use
 and lives as long as the process. ``manage.py messaging list | run NAME | setup [NAME] | dead-letter ...`` are the
-console commands (see :mod:`container_messaging.integrations.django.management.commands.messaging`).
+console commands (see :mod:`container_messaging.integrations.django.management.commands.messaging`). With the
+outbox enabled, what is sent inside ``transaction.atomic()`` commits with it and is published after Django's commit
+(:mod:`container_messaging.integrations.django.transactions`).
 """
 
 from __future__ import annotations

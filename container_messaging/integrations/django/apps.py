@@ -11,6 +11,7 @@ from django.core.signals import setting_changed
 from container_messaging.container import MessagingContainer
 from container_messaging.integrations.django.conf import (
     AUTODISCOVER_SETTING,
+    DATABASE_SETTING,
     SETTING,
     build_container,
     messaging_settings,
@@ -37,7 +38,8 @@ class MessagingAppConfig(AppConfig):
         setting_changed.connect(self._setting_changed, dispatch_uid=f"{self.label}.setting_changed")
 
     def _setting_changed(self, *, setting: str, **_: Any) -> None:
-        if setting in (SETTING, AUTODISCOVER_SETTING):  # override_settings in tests: the next use builds anew
+        # override_settings in tests: the next use builds anew
+        if setting in (SETTING, AUTODISCOVER_SETTING, DATABASE_SETTING):
             self.close_container()
 
     def get_container(self) -> MessagingContainer:

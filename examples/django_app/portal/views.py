@@ -1,10 +1,12 @@
-"""POST sends ``billing.changeDetails`` to the billing service; GET shows what billing's event said."""
+"""POST records the change and sends ``billing.changeDetails`` to the billing service in one transaction; GET shows
+what billing's event said."""
 
 from __future__ import annotations
 
 import json
 
 from django.core.cache import cache
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -12,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 from container_messaging import DistributedBus
 from container_messaging.integrations.django import get_container
 from examples.django_app.portal.handlers import cache_key
+from examples.django_app.portal.models import BillingDetailsChange
 from examples.messages import ChangeBillingDetails
 
 
@@ -30,5 +33,7 @@ def billing_details(request: HttpRequest, person_id: str) -> JsonResponse:
     if not isinstance(details, str) or not details:
         return JsonResponse({"error": "billingDetails must be a non-empty string"}, status=400)
     bus = get_container().get(DistributedBus)
-    bus.convert_and_send_command("billing", "billing.changeDetails", ChangeBillingDetails(person_id, details))
-    return JsonResponse({"sent": "billing.changeDetails", "to": "billing"}, status=202)
+    with transaction.atomic():  # with the outbox on, the command commits (or rolls back) with the change
+        change = BillingDetailsChange.objects.create(person_id=person_id, billing_details=details)
+        bus.convert_and_send_command("billing", "billing.changeDetails", ChangeBillingDetails(person_id, details))
+    return JsonResponse({"sent": "billing.changeDetails", "to": "billing", "change": change.pk}, status=202)

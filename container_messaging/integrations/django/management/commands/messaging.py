@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
+from container_messaging.config import OUTBOX_ENDPOINT
 from container_messaging.consumer import RunOptions
 from container_messaging.container import MessagingContainer
 from container_messaging.errors import ConfigurationError, EndpointError, MessagingError
@@ -163,7 +164,10 @@ class Command(BaseCommand):
             self._out("nothing to set up: no endpoints (configure service_name)")
         for name in names:
             container.setup(name)
-            self._out(f"{name}: declared the exchange, the queue, its bindings and its dead letter queue")
+            if name == OUTBOX_ENDPOINT and container.settings.outbox.enabled:
+                self._out(f"{name}: created the outbox and inbox tables where missing")
+            else:
+                self._out(f"{name}: declared the exchange, the queue, its bindings and its dead letter queue")
 
     def _dead_letter(self, container: MessagingContainer, options: dict[str, Any]) -> None:
         dead_letter = container.dead_letter(options["endpoint"])
