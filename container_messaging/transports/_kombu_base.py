@@ -477,6 +477,8 @@ class KombuReceiver(Receiver):
                 return
 
     def _heartbeat(self) -> None:
+        if self._closed.is_set():  # closed while this thread waited for the connection: it is gone
+            return
         self._connection.heartbeat_check()
         with suppress(TimeoutError):  # read what arrived, the broker's heartbeats included
             self._connection.drain_events(timeout=0.01)
