@@ -16,12 +16,14 @@ from container_messaging.errors import BrokerRefusedError, ConfigurationError, T
 from container_messaging.transports.base import BaseTransport
 from container_messaging.transports.options import TransportOptions
 
-__all__ = ["BrokerTransport", "causes", "publish_failure"]
+__all__ = ["MAYBE_SENT", "BrokerTransport", "causes", "publish_failure"]
 
 log = logging.getLogger("container_messaging.transport")
 
 P = TypeVar("P")
 
+#: What a failed publish says when an attempt failed after sending.
+MAYBE_SENT: Final = "may or may not have reached the broker"
 #: Exceptions raised from these packages are broker errors, whatever their class.
 _BROKER_MODULES: Final = frozenset({"kombu", "amqp", "redis", "sqlite3"})
 
@@ -39,11 +41,7 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 def publish_failure(what: str, attempts: int, maybe_sent: bool, failure: TransportError) -> TransportError:
     """The error of a publish that failed ``attempts`` times (raise it from ``failure``), saying what is known: never
     sent, or sent and not confirmed (it may or may not have reached the broker)."""
-    outcome = (
-        "not confirmed: an attempt failed after sending, so it may or may not have reached the broker"
-        if maybe_sent
-        else "not sent"
-    )
+    outcome = f"not confirmed: an attempt failed after sending, so it {MAYBE_SENT}" if maybe_sent else "not sent"
     return TransportError(f"{what}: {outcome} after {attempts} attempt(s); the last one: {failure}")
 
 

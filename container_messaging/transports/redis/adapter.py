@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from container_messaging.errors import BrokerRefusedError, TransportError, UnroutableMessageError
-from container_messaging.transports._broker import BrokerTransport
+from container_messaging.transports._broker import MAYBE_SENT, BrokerTransport
+from container_messaging.transports._kombu_base import publishing
 from container_messaging.transports._virtual import topic_matches
 from container_messaging.transports.base import Delivery, EndpointTopology, OutboundMessage, Receiver, dead_letter_queue
 from container_messaging.transports.options import TransportOptions
@@ -136,11 +137,8 @@ class RedisTransport(BrokerTransport):
                 if "NOGROUP" not in str(exc):
                     raise
                 return length
-            pipe = client.pipeline(transaction=False)
-            for holder in holders:
-                pipe.exists(keys.alive_key(queue, _text(holder["name"])))
-            alive = pipe.execute()
-            return length - sum(int(holder["pending"]) for holder, live in zip(holders, alive, strict=True) if live)
+            alive = _alive(client, queue, {_text(holder["name"]) for holder in holders})
+            return length - sum(int(holder["pending"]) for holder in holders if _text(holder["name"]) in alive)
 
         return self._run(f"reading the size of queue {queue!r}", size)
 
@@ -168,11 +166,7 @@ class RedisTransport(BrokerTransport):
     # -- publishing ------------------------------------------------------------------------------------------------
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
-        self._publish(
-            f"publishing message {message.message_id!r} to {exchange!r} with routing key {message.routing_key!r}",
-            exchange,
-            [(message, mandatory)],
-        )
+        self._publish(publishing(exchange, message), exchange, [(message, mandatory)])
 
     def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
         """Publishes the batch in one transaction (all of it or nothing); a mandatory message no queue receives is
@@ -182,7 +176,7 @@ class RedisTransport(BrokerTransport):
 
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
         direct = OutboundMessage(queue, message.body, message.headers, message.content_type, message.message_id)
-        self._publish(f"publishing message {message.message_id!r} to queue {queue!r}", "", [(direct, True)])
+        self._publish(publishing("", direct), "", [(direct, True)])
 
     def _publish(self, what: str, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
         entries = [
@@ -330,7 +324,7 @@ def _alive(client: redis.Redis, queue: str, consumers: set[str]) -> set[str]:
 def _batch_report(error: TransportError, messages: Sequence[OutboundMessage]) -> str:
     """What a failed batch (one transaction) tells of its messages."""
     ids = [message.message_id for message in messages]
-    if "may or may not have reached the broker" in str(error):
+    if MAYBE_SENT in str(error):
         return f"The batch of {len(ids)} is one transaction: all of them or none were published {ids}"
     return f"Of the batch of {len(ids)}: not sent {ids}"
 
