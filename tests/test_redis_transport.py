@@ -89,12 +89,12 @@ def _ids(receiver: Any, count: int, within: float = 5.0) -> list[str]:
 
 def test_the_entries_of_a_consumer_that_is_gone_are_taken_over(endpoint: Endpoint) -> None:
     """An entry held by a consumer without an alive key (killed, its key expired) goes to the next consumer that
-    looks, within a couple of seconds, and is then gone from the stream once acknowledged."""
+    looks, within seconds (not after the visibility timeout, 300 s), and is gone from the stream once acknowledged."""
     sent = endpoint.publish()
     endpoint.take_as("killed", alive=False)
     started = time.monotonic()
-    assert _ids(endpoint.open(), 1) == [sent.message_id]
-    assert time.monotonic() - started < 3
+    assert _ids(endpoint.open(), 1, within=10) == [sent.message_id]
+    assert time.monotonic() - started < 10
     assert endpoint.raw.xlen(endpoint.stream) == 0
 
 
