@@ -33,9 +33,11 @@ Group ``transport`` (YAML mapping / INI section ``[transport]``):
 ``confirm_publish`` (default ``true``)
     Use RabbitMQ publisher confirms.
 ``connect_timeout`` (default ``5.0``)
-    Seconds to wait for the broker connection; greater than 0.
+    Seconds to wait for the broker connection, for any answer of Redis, and, in a RabbitMQ consumer, for any answer
+    of RabbitMQ; greater than 0.
 ``heartbeat`` (default ``30``)
-    AMQP heartbeat in seconds; at least 0 (0 disables heartbeats).
+    AMQP heartbeat in seconds; at least 0 (0 disables heartbeats).  Redis: seconds after which a consumer that
+    stopped renewing its alive key counts as gone, its messages taken over by another (0: ``visibility_timeout``).
 ``ssl`` (default ``false``)
     Use TLS (implied by ``amqps://`` and ``rediss://``).
 
@@ -58,8 +60,11 @@ Group ``distribution`` (``[distribution]``):
     An event no service subscribes to: ``drop`` it, or ``error`` (Ecotone 1.326 publishes mandatory).
 
 Group ``transport`` also has: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths, default none) and
-``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds an unacknowledged
-message of the embedded or Redis transport stays hidden before it is redelivered); ``publish_retries`` (default
+``ssl_verify`` (default ``true``) for TLS; ``visibility_timeout`` (default ``300``, seconds a message of the
+embedded or Redis transport may stay unacknowledged with one consumer before it is given to another);
+``reply_timeout`` (default ``30``, seconds RabbitMQ has to answer a sender or an administrative request, a
+publisher confirm included, and to confirm a consumer's dead letter or retry copy; Redis answers within
+``connect_timeout``); ``publish_retries`` (default
 ``5``, attempts after a lost connection or a refused publish, waiting 0.2 s before the first and doubling up to 2 s:
 about 5 s in all, time for a RabbitMQ cluster to fail over; then the error is raised); ``queue_type`` (default
 ``classic``, or ``quorum``: RabbitMQ's replicated queues for the service's queue, its dead letter queue and its
@@ -834,6 +839,7 @@ class TransportSettings:
     prefetch_count: int = _option(10, _check_at_least_one)
     auto_declare: bool = _option(True)
     confirm_publish: bool = _option(True)
+    reply_timeout: float = _option(30.0, _check_positive)
     connect_timeout: float = _option(5.0, _check_positive)
     heartbeat: int = _option(30, _check_not_negative)
     ssl: bool = _option(False)

@@ -94,7 +94,7 @@ class DeadLetter:
     Entries are read from the head of the queue (the transport's ``browse``) and the reading stops as soon as the
     operation has what it needs: ``list(limit)`` reads ``limit`` entries, an operation on one message id reads up
     to that id's entry (the whole queue for an event: its handlers may have failed separately, each with its own
-    entry). Where the broker cannot put a message back in place (Redis, memory), the transport reads the whole
+    entry). Where the broker cannot put a message back in place (memory), the transport reads the whole
     queue anyway. What was read and not taken goes back to the queue, in order. Replaying stops at an entry it
     already replayed (one that failed again while it ran), so it always ends.
     """

@@ -717,8 +717,8 @@ def test_several_bad_keys_are_reported_together(tmp_path: Path) -> None:
         "deduplication, distributed_buses, distribution, outbox, recoverability, scan, service_map, service_name, "
         "transport); scan[1]: expected a module name string, got int 7; "
         "unknown key 'transport.bogus' (known: auto_declare, confirm_publish, connect_timeout, data_folder, "
-        "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, ssl, "
-        "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
+        "delivery_limit, heartbeat, polling_interval, prefetch_count, publish_retries, queue_type, reply_timeout, "
+        "ssl, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_verify, url, visibility_timeout); "
         "transport.prefetch_count: expected an integer, got 'abc'"
     )
 

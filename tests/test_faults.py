@@ -1,6 +1,7 @@
-"""Fault tests against the real RabbitMQ: a consumer killed with SIGKILL, connections cut mid-stream, poison
-interleaved with good messages, failing handlers. Each prints its figures (run pytest with -s to see them; the
-README's Reliability table comes from them).
+"""Fault tests with real brokers: consumers killed with SIGKILL (also while they wait, frozen with SIGSTOP),
+connections cut or blackholed mid-stream, poison and garbage interleaved with good messages, failing handlers, a dead
+letter queue that is deleted or refuses copies. Each prints its figures (run pytest with -s to see them; the README's
+Reliability table comes from them).
 
 Consumers run as separate OS processes (the ``container-messaging run`` command); their handler appends each
 handled message's sequence number to a file with one unbuffered write per line, which survives SIGKILL.
@@ -8,11 +9,10 @@ handled message's sequence number to a file with one unbuffered write per line, 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import selectors
+import random
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,16 +22,20 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kombu
+import psutil
 import pytest
+import redis
 
 from container_messaging import DistributedBus, MessagingContainer
+from container_messaging.errors import TransportError
 from container_messaging.transports import OutboundMessage
+from container_messaging.transports.redis import keys as redis_keys
 
-from conftest import AMQP_URL, REDIS_URL, require_broker
-
-pytestmark = pytest.mark.rabbitmq
+from conftest import AMQP_URL, IN_CI, REDIS_URL, forget_endpoint, require_broker
+from support.proxy import TcpProxy
 
 HANDLERS = """
 import os
@@ -66,62 +70,97 @@ class Work:
         if command["seq"] == KILL_AT and not os.path.exists(KILL_MARK):
             open(KILL_MARK, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)  # handled, not yet acknowledged: the broker must redeliver it
+
+    @distributed
+    @command_handler("fault.fail")
+    def fail(self, command: dict) -> None:
+        os.write(LOG, b"failed\\n")
+        raise RuntimeError("fails on purpose")
 """
 
 
 class Service:
-    """One service's files: its handler module, its config, its handled log; and its consumer processes."""
+    """One service's files: its handler module, its config, its handled log; and its consumer processes.
 
-    def __init__(self, tmp_path: Path, unique: str, url: str, *, dedup: str = "memory") -> None:
+    ``url`` is what the consumers use (maybe through a proxy); ``admin_url`` what the test itself uses to declare
+    and clean up (the broker directly)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        unique: str,
+        url: str,
+        *,
+        dedup: str = "memory",
+        admin_url: str | None = None,
+        transport: dict[str, Any] | None = None,
+        recoverability: str = "immediate_retries: 0\n  delayed_retries: []",
+    ) -> None:
         self.name = f"fault{unique}"
         self.exchange = f"test.faults.{unique}"
+        self.queue = f"distributed_{self.name}"
         self.log = tmp_path / "handled.log"
         modules = tmp_path / "modules"
         modules.mkdir()
         module = f"fault_handlers_{unique}"
         (modules / f"{module}.py").write_text(textwrap.dedent(HANDLERS))
-        self.config = tmp_path / "service.yaml"
-        self.config.write_text(
-            f"service_name: {self.name}\nscan: [{module}]\n"
-            f"transport:\n  url: '{url}'\n  prefetch_count: 10\n  heartbeat: 10\n"
+        self._options = {"prefetch_count": 10, "heartbeat": 10, **(transport or {})}
+        self._sections = (
             f"distribution:\n  exchange: {self.exchange}\n"
-            f"recoverability:\n  immediate_retries: 0\n  delayed_retries: []\n"
+            f"recoverability:\n  {recoverability}\n"
             f"deduplication:\n  store: '{dedup}'\n  window: 600\n"
             f"consumer:\n  max_message_size: 4096\n"
         )
-        self.env = {**os.environ, "FAULT_LOG": str(self.log), "PYTHONPATH": str(modules)}
         self.module = module
+        self.config = self._config(url)
+        self.env = {**os.environ, "FAULT_LOG": str(self.log), "PYTHONPATH": str(modules)}
         self.url = url
+        self.admin_url = admin_url or url
         self.runs = 0
         self.consumers: list[Consumer] = []
 
-    def consumer(self, *extra: str) -> Consumer:
+    def _config(self, url: str) -> Path:
+        """The service's configuration file with ``url`` as its transport's URL."""
+        path = self.log.with_name(f"service-{len(list(self.log.parent.glob('service*.yaml')))}.yaml")
+        options = "".join(f"  {key}: {value}\n" for key, value in self._options.items())
+        path.write_text(
+            f"service_name: {self.name}\nscan: [{self.module}]\ntransport:\n  url: '{url}'\n{options}{self._sections}"
+        )
+        return path
+
+    def consumer(self, *extra: str, url: str | None = None) -> Consumer:
+        """A consumer process (``url``: another transport URL than the service's, e.g. the broker's own)."""
         self.runs += 1
+        config = self.config if url is None else self._config(url)
         consumer = Consumer(
-            [sys.executable, "-m", "container_messaging", "--config", str(self.config), "run", self.name, "-v", *extra],
+            [sys.executable, "-m", "container_messaging", "--config", str(config), "run", self.name, "-v", *extra],
             self.env,
             self.log.with_name(f"consumer-{self.runs}.log"),
         )
         self.consumers.append(consumer)
         return consumer
 
-    def setup(self) -> None:
-        """Declares the service's queue and bindings directly on the broker (as ``container-messaging setup``)."""
-        with MessagingContainer.from_dict(
+    def admin(self) -> MessagingContainer:
+        """A container of this service on the broker itself (never through a proxy), to declare and inspect."""
+        return MessagingContainer.from_dict(
             {
                 "service_name": self.name,
-                "transport": {"url": AMQP_URL},
+                "transport": {"url": self.admin_url},
                 "distribution": {"exchange": self.exchange},
             }
-        ) as container:
+        )
+
+    def setup(self) -> None:
+        """Declares the service's queue and bindings directly on the broker (as ``container-messaging setup``)."""
+        with self.admin() as container:
             container.setup()
 
-    def container(self, url: str | None = None) -> MessagingContainer:
+    def container(self, url: str | None = None, **transport: Any) -> MessagingContainer:
         """A sender (it never consumes, so it declares no queue of its own)."""
         return MessagingContainer.from_dict(
             {
                 "service_name": f"{self.name}sender",
-                "transport": {"url": url or self.url},
+                "transport": {"url": url or self.admin_url, **transport},
                 "distribution": {"exchange": self.exchange},
             }
         )
@@ -133,28 +172,31 @@ class Service:
 
     def wait_until(self, count: int, process: Consumer, seconds: float = 120) -> None:
         """Waits (bounded) until ``count`` distinct messages were handled."""
+        if not self.wait_for(count, process, seconds):
+            raise AssertionError(
+                f"only {len(set(self.handled()))} of {count} handled after {seconds} s:\n{process.output()[-3000:]}"
+            )
+
+    def wait_for(self, count: int, process: Consumer, seconds: float) -> bool:
+        """Whether ``count`` distinct messages were handled within ``seconds`` (the consumer must keep running)."""
         deadline = time.monotonic() + seconds
         while len(set(self.handled())) < count:
             if process.poll() is not None:
                 raise AssertionError(f"consumer exited early:\n{process.output()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(set(self.handled()))} of {count} handled after {seconds} s")
+                return False
             time.sleep(0.05)
+        return True
 
-    def cleanup(self) -> None:
-        """Ends the consumer processes this test started (a failed test leaves none behind), then the queues."""
+    def cleanup(self, delays: tuple[int, ...] = ()) -> None:
+        """Ends the consumer processes this test started (a failed test leaves none behind), then removes the
+        queues, the dead letter and the exchange from the broker."""
         for consumer in self.consumers:
             if consumer.poll() is None:
                 consumer.process.kill()
                 consumer.process.wait(timeout=10)
-        connection = kombu.Connection(AMQP_URL)
-        try:
-            channel = connection.channel()
-            for queue in (f"distributed_{self.name}", f"distributed_{self.name}.dead_letter"):
-                channel.queue_delete(queue)
-            channel.exchange_delete(self.exchange)
-        finally:
-            connection.release()
+        with self.admin() as container:
+            forget_endpoint(container, self.queue, delays)
 
 
 @pytest.fixture
@@ -207,6 +249,7 @@ def _send(bus: DistributedBus, service: str, seqs: range) -> None:
         bus.send_command(service, "fault.work", f'{{"seq":{seq}}}', "application/json")
 
 
+@pytest.mark.rabbitmq
 def test_sigkill_mid_stream_loses_nothing(amqp: str, tmp_path: Path, unique: str) -> None:
     """5,000 commands; the consumer is SIGKILLed mid-stream (from outside, then once more from inside a handler,
     after its work and before the acknowledgement) and restarted: every command is handled at least once, none is
@@ -264,80 +307,21 @@ def _figure(output: str, label: str) -> int:
     return 0
 
 
-class TcpProxy:
-    """A loopback TCP proxy to RabbitMQ that the test can cut: every open connection is closed at once, new ones
-    are accepted again right after (as when a broker connection drops)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._lock = threading.Lock()
-        self._selector = selectors.DefaultSelector()
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        self.cuts = 0
-
-    def _loop(self) -> None:
-        self._server.setblocking(False)
-        self._selector.register(self._server, selectors.EVENT_READ, None)
-        while self._running:
-            for key, _ in self._selector.select(timeout=0.1):
-                if key.data is None:
-                    client, _ = self._server.accept()
-                    upstream = socket.create_connection(self._target)
-                    with self._lock:
-                        self._pairs.append((client, upstream))
-                    self._selector.register(client, selectors.EVENT_READ, upstream)
-                    self._selector.register(upstream, selectors.EVENT_READ, client)
-                    continue
-                source, destination = key.fileobj, key.data
-                try:
-                    data = source.recv(65536)  # type: ignore[union-attr]
-                    if not data:
-                        raise ConnectionResetError
-                    destination.sendall(data)
-                except OSError:
-                    self._drop(source, destination)  # type: ignore[arg-type]
-
-    def _drop(self, a: socket.socket, b: socket.socket) -> None:
-        for sock in (a, b):
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-            sock.close()
-
-    def cut(self) -> None:
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for client, upstream in pairs:
-            for sock in (client, upstream):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-        self.cuts += 1
-
-    def close(self) -> None:
-        self._running = False
-        self._thread.join(timeout=5)
-        self.cut()
-        self._server.close()
-
-
 @pytest.fixture
 def proxy(amqp: str) -> Iterator[TcpProxy]:
-    running = TcpProxy(("127.0.0.1", 5672))
+    running = TcpProxy(_address(amqp))
     yield running
     running.close()
 
 
+@pytest.mark.rabbitmq
 def test_connection_cut_mid_stream_consumer_and_publisher_carry_on(
     amqp: str, tmp_path: Path, unique: str, proxy: TcpProxy
 ) -> None:
     """The broker connections are cut twice mid-stream (a TCP proxy the test runs): the consumer reconnects and the
     publisher (with confirms) retries; every command is handled, none is lost."""
-    proxied = amqp.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
-    service = Service(tmp_path, unique, proxied)
+    proxied = proxy.url(amqp)
+    service = Service(tmp_path, unique, proxied, admin_url=amqp)
     total = 2000
     try:
         service.setup()
@@ -371,6 +355,7 @@ def test_connection_cut_mid_stream_consumer_and_publisher_carry_on(
         service.cleanup()
 
 
+@pytest.mark.rabbitmq
 def test_sigterm_during_a_slow_handler_on_rabbitmq(amqp: str, tmp_path: Path, unique: str) -> None:
     """SIGTERM while a handler runs on RabbitMQ: that message completes and is acknowledged once; the next one
     stays on the queue."""
@@ -452,6 +437,7 @@ def test_sigterm_during_a_slow_handler_on_rabbitmq(amqp: str, tmp_path: Path, un
             connection.release()
 
 
+@pytest.mark.rabbitmq
 def test_heartbeats_keep_flowing_while_a_handler_runs_long(amqp: str, tmp_path: Path, unique: str) -> None:
     """A handler that runs for over three heartbeat intervals: the connection stays up (the consumer's heartbeat
     thread answers the broker), the message is acknowledged once and never redelivered."""
@@ -513,6 +499,7 @@ def test_heartbeats_keep_flowing_while_a_handler_runs_long(amqp: str, tmp_path: 
             connection.release()
 
 
+@pytest.mark.rabbitmq
 def test_poison_interleaved_with_good_messages(amqp: str, tmp_path: Path, unique: str) -> None:
     """Every kind of poison message, interleaved with good ones, in a running consumer process: every good one is
     handled, every poison one is in the dead letter with its reason after a single attempt, the consumer runs on."""
@@ -592,5 +579,485 @@ def test_poison_interleaved_with_good_messages(amqp: str, tmp_path: Path, unique
         assert set(handled) == set(range(seq)) and all(n == 1 for n in handled.values())
         assert set(by_id) == set(poison_ids)
         assert {(e.reason, e.attempts) for e in by_id.values()} == {("poison message", 1)}
+    finally:
+        service.cleanup()
+
+
+# -- every broker: killed while waiting, killed at random, blackholed ----------------------------------------------
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme.startswith("redis") else 5672)
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> str:
+    """The URL of the broker the test is parametrized with (``redis`` or ``rabbitmq``)."""
+    if request.param == "redis":
+        return require_broker("Redis", REDIS_URL, 6379)
+    return require_broker("RabbitMQ", AMQP_URL, 5672)
+
+
+BROKERS = [pytest.param("redis", marks=pytest.mark.redis), pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+
+
+def _waiting(consumer: Consumer, service: Service) -> bool:
+    """Whether the consumer process sits in its broker read: on Redis one of its connections is blocked in a read
+    command on the server (XREADGROUP, or BRPOP for the former transport); on RabbitMQ the queue has its consumer."""
+    if not service.admin_url.startswith("redis"):
+        with kombu.Connection(service.admin_url) as connection:
+            return int(connection.channel().queue_declare(service.queue, passive=True).consumer_count) > 0
+    port = _address(service.admin_url)[1]
+    try:
+        process = psutil.Process(consumer.process.pid)
+        ports = {c.laddr.port for c in process.net_connections("tcp") if c.raddr and c.raddr.port == port}
+    except psutil.NoSuchProcess:
+        return False
+    client = redis.Redis.from_url(service.admin_url)
+    try:
+        clients = client.client_list()
+    finally:
+        client.close()
+    return any(int(c["addr"].rpartition(":")[2]) in ports and "b" in c["flags"] for c in clients)
+
+
+def _freeze_while_waiting(consumer: Consumer, service: Service) -> None:
+    """SIGSTOPs ``consumer`` at a moment it sits in its broker read (found so again once frozen; else it is let go
+    on and tried again)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if consumer.poll() is not None:
+            raise AssertionError(f"consumer exited early:\n{consumer.output()}")
+        assert time.monotonic() < deadline, f"the consumer never sat waiting:\n{consumer.output()}"
+        if _waiting(consumer, service):
+            consumer.send_signal(signal.SIGSTOP)
+            if _waiting(consumer, service):
+                return
+            consumer.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_a_consumer_killed_while_it_waits_loses_nothing(broker: str, tmp_path: Path, unique: str) -> None:
+    """Ten times: a consumer process sits waiting in its broker read, is frozen (SIGSTOP), one command is published
+    and the consumer is killed (SIGKILL). A last consumer then handles all ten commands: none is lost."""
+    # heartbeat 2: on Redis a killed consumer's alive key expires after 2 s, and its messages are taken over
+    options = {"heartbeat": 2, "polling_interval": 1, "visibility_timeout": 5}
+    service = Service(tmp_path, unique, broker, transport=options)
+    rounds = 10
+    try:
+        service.setup()
+        with service.container() as sender:
+            bus = sender.get(DistributedBus)
+            for seq in range(rounds):
+                consumer = service.consumer()
+                _freeze_while_waiting(consumer, service)
+                _send(bus, service.name, range(seq, seq + 1))
+                consumer.send_signal(signal.SIGKILL)
+                consumer.wait(timeout=30)
+        last = service.consumer()
+        started = time.monotonic()
+        service.wait_for(rounds, last, seconds=60)
+        recovered_in = time.monotonic() - started
+        _stop(last)
+        counts = Counter(service.handled())
+        lost = rounds - len(counts)
+        _report(
+            f"SIGSTOP while waiting, one command, SIGKILL x{rounds} ({broker.partition(':')[0]})",
+            sent=rounds,
+            handled=len(counts),
+            lost=lost,
+            handled_twice=sum(n - 1 for n in counts.values()),
+            all_handled_by_the_last_consumer_within=f"{recovered_in:.1f}s",
+        )
+        assert lost == 0
+        assert set(counts) == set(range(rounds))
+    finally:
+        service.cleanup()
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_random_kills_lose_nothing(broker: str, tmp_path: Path, unique: str) -> None:
+    """5,000 commands published at a steady pace while consumer processes are SIGKILLed at random moments (at least
+    12 times, each 0.2 to 1.5 s after it started consuming) and started again: every command is handled, none is
+    lost (the duplicates are counted)."""
+    rng = random.Random(unique)
+    service = Service(tmp_path, unique, broker, transport={"heartbeat": 2, "visibility_timeout": 30})
+    total, kills = 5000, 0
+    published = threading.Event()
+    failures: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            with service.container() as sender:
+                bus = sender.get(DistributedBus)
+                for start in range(0, total, 25):
+                    _send(bus, service.name, range(start, min(total, start + 25)))
+                    time.sleep(0.1)  # paced over about 20 s: the consumers are killed both working and waiting
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            published.set()
+
+    try:
+        service.setup()
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        while not published.is_set() or kills < 12:
+            consumer = service.consumer()
+            deadline = time.monotonic() + 60
+            while "consuming queue" not in consumer.output():
+                assert consumer.poll() is None and time.monotonic() < deadline, consumer.output()
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.2, 1.5))  # the fault injected: a kill at a random moment
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait(timeout=30)
+            kills += 1
+        publisher.join()
+        assert not failures, failures
+        last = service.consumer()
+        service.wait_for(total, last, seconds=120)
+        output = _stop(last)
+        counts = Counter(service.handled())
+        lost = total - len(counts)
+        _report(
+            f"random SIGKILLs while publishing ({broker.partition(':')[0]})",
+            sent=total,
+            handled=len(counts),
+            lost=lost,
+            handled_twice=sum(n - 1 for n in counts.values()),
+            kills=kills,
+        )
+        assert lost == 0, output[-3000:]
+    finally:
+        service.cleanup()
+
+
+def _wait_until_quiet(service: Service, consumer: Consumer) -> None:
+    """Waits (bounded) until ``consumer`` handled nothing for a second: it waits on its dead connection."""
+    deadline = time.monotonic() + 30
+    count, since = len(service.handled()), time.monotonic()
+    while time.monotonic() - since < 1.0:
+        assert consumer.poll() is None and time.monotonic() < deadline, consumer.output()
+        time.sleep(0.1)
+        if len(service.handled()) != count:
+            count, since = len(service.handled()), time.monotonic()
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_sigterm_stops_a_consumer_on_a_blackholed_connection_within_seconds(
+    broker: str, tmp_path: Path, unique: str
+) -> None:
+    """Mid-stream, the consumer's connection goes through a proxy that stops forwarding without closing anything;
+    once the consumer has gone quiet, SIGTERM stops the process within a few seconds (connect_timeout 2), exit code
+    0, and a fresh consumer on the broker handles every command: none is lost."""
+    proxy = TcpProxy(_address(broker))
+    # On Redis, heartbeat 2 lets a fresh consumer take the stopped one's messages over after 2 s. On RabbitMQ the
+    # heartbeat stays long, so that it is the bounded waits, not missed heartbeats, that free the consumer.
+    options = {"connect_timeout": 2, "heartbeat": 2 if broker.startswith("redis") else 30}
+    service = Service(tmp_path, unique, proxy.url(broker), admin_url=broker, transport=options)
+    total = 300
+    try:
+        service.setup()
+        with service.container() as sender:
+            _send(sender.get(DistributedBus), service.name, range(total))
+        consumer = service.consumer()
+        service.wait_until(50, consumer)
+        proxy.blackhole()
+        _wait_until_quiet(service, consumer)
+        started = time.monotonic()
+        consumer.send_signal(signal.SIGTERM)
+        try:
+            output = consumer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 60 s after SIGTERM:\n{consumer.output()[-3000:]}") from None
+        stop_seconds = time.monotonic() - started
+        proxy.close()  # RabbitMQ sees the connection end and gives its unacknowledged messages back
+        fresh = service.consumer(url=broker)
+        service.wait_for(total, fresh, seconds=60)
+        _stop(fresh)
+        counts = Counter(service.handled())
+        lost = total - len(counts)
+        _report(
+            f"blackholed connection, then SIGTERM ({broker.partition(':')[0]})",
+            sent=total,
+            handled=len(counts),
+            lost=lost,
+            handled_twice=sum(n - 1 for n in counts.values()),
+            stopped_after_sigterm_in=f"{stop_seconds:.1f}s",
+            exit_code=consumer.returncode,
+        )
+        assert consumer.returncode == 0, output[-3000:]
+        assert stop_seconds < 8, output[-3000:]
+        assert lost == 0
+    finally:
+        proxy.close()
+        service.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("broker", "outcome"),
+    [
+        # RabbitMQ: the message was written, its confirm never came
+        pytest.param("rabbitmq", "may or may not have reached the broker", marks=pytest.mark.rabbitmq),
+        # Redis: the routing read got no answer, so the message was never written
+        pytest.param("redis", "not sent", marks=pytest.mark.redis),
+    ],
+    indirect=["broker"],
+)
+def test_a_publish_on_a_blackholed_connection_fails_within_its_bounds(
+    broker: str, outcome: str, tmp_path: Path, unique: str
+) -> None:
+    """A sender whose connection stops answering gets a TransportError within a few seconds (connect_timeout 1,
+    reply_timeout 1, one retry) that says what is known of the message; before the blackhole a publish worked."""
+    proxy = TcpProxy(_address(broker))
+    service = Service(tmp_path, unique, proxy.url(broker), admin_url=broker)
+    try:
+        service.setup()
+        bounds = {"connect_timeout": 1, "reply_timeout": 1, "publish_retries": 1}
+        with service.container(proxy.url(broker), **bounds) as sender:
+            bus = sender.get(DistributedBus)
+            _send(bus, service.name, range(1))
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(TransportError) as caught:
+                _send(bus, service.name, range(1, 2))
+            seconds = time.monotonic() - started
+        _report(
+            f"publish on a blackholed connection ({broker.partition(':')[0]})",
+            failed_after=f"{seconds:.1f}s",
+            error=str(caught.value).split(": ", 1)[1][:90],
+        )
+        assert f"{outcome} after 2 attempt(s)" in str(caught.value)
+        assert seconds < 6
+    finally:
+        proxy.close()
+        service.cleanup()
+
+
+# -- Redis: garbage -----------------------------------------------------------------------------------------------
+
+
+def _command_headers(target: str, message_id: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "ecotone.distributed.payloadType": "command",
+        "ecotone.distributed.routingKey": "fault.work",
+        "ecotone.distributed.targetServiceName": target,
+        "contentType": "application/json",
+    }
+
+
+def _kombu_envelope(body: bytes, headers: dict[str, Any], *, body_text: str | None = None) -> bytes:
+    """A message as kombu's Redis transport (this project's before streams) kept it in its lists."""
+    import base64
+    import json
+
+    encoded = body_text if body_text is not None else base64.b64encode(body).decode()
+    return json.dumps(
+        {
+            "body": encoded,
+            "content-encoding": "binary",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {"body_encoding": "base64", "delivery_mode": 2, "priority": 0},
+        }
+    ).encode()
+
+
+@pytest.mark.redis
+def test_garbage_on_a_redis_queue_goes_to_the_dead_letter_as_it_is_and_the_consumer_goes_on(
+    tmp_path: Path, unique: str
+) -> None:
+    """Items that are not messages, left in the former transport's list (not JSON, bad base64) and added to the
+    queue's stream among good commands while a consumer runs (no body, headers not JSON, not an object, NaN in
+    them, a binary content type, a foreign field): every good command is handled (the former list's too), every
+    garbage item is in the dead letter with its raw bytes and the reason, and the consumer still runs."""
+    url = require_broker("Redis", REDIS_URL, 6379)
+    service = Service(tmp_path, unique, url)
+    client = redis.Redis.from_url(url)
+    stream = redis_keys.queue_key(service.queue)
+    legacy_garbage = {b"not json at all": "legacy", _kombu_envelope(b"", {}, body_text="%%% not base64 %%%"): "legacy"}
+    stream_garbage = [
+        {b"headers": b"{}", b"content_type": b"application/json"},
+        {b"body": b"{}", b"headers": b"{not json"},
+        {b"body": b"{}", b"headers": b"[1, 2]"},
+        {b"body": b"{}", b"headers": b'{"id": NaN}'},
+        {b"body": b"{}", b"headers": b"{}", b"content_type": b"\xff\xfe"},
+        {b"payload": b'{"seq": 1}'},
+    ]
+    good = 40
+    try:
+        for item in legacy_garbage:
+            client.lpush(service.queue, item)
+        client.lpush(service.queue, _kombu_envelope(b'{"seq": 1000}', _command_headers(service.name, "legacy-good")))
+        service.setup()  # moves the former transport's list over
+        consumer = service.consumer()
+        with service.container() as sender:
+            bus = sender.get(DistributedBus)
+            for seq in range(good):
+                _send(bus, service.name, range(seq, seq + 1))
+                if seq % 6 == 0 and seq // 6 < len(stream_garbage):
+                    client.xadd(stream, stream_garbage[seq // 6])
+        service.wait_until(good + 1, consumer, seconds=30)
+        expected = len(legacy_garbage) + len(stream_garbage)
+        with service.admin() as admin:
+            deadline = time.monotonic() + 30
+            while len(entries := admin.dead_letter().list()) < expected:
+                assert time.monotonic() < deadline, f"{len(entries)} of {expected} in the dead letter"
+                time.sleep(0.1)
+        still_running = consumer.poll() is None
+        output = _stop(consumer)
+        _report(
+            "garbage on a Redis queue",
+            good_sent=good + 1,
+            good_handled=len(set(service.handled())),
+            garbage_sent=expected,
+            garbage_dead_lettered=len(entries),
+            consumer_still_running=still_running,
+        )
+        assert still_running, output
+        assert set(service.handled()) == {*range(good), 1000}
+        assert {entry.reason for entry in entries} == {"malformed entry"}
+        assert all(entry.error_message for entry in entries)
+        raw = {entry.body for entry in entries}
+        assert set(legacy_garbage) <= raw
+        assert {b"{}"} <= raw  # the body of the entries that had one, as it was
+        assert client.llen(service.queue) == 0
+    finally:
+        client.delete(service.queue)
+        client.close()
+        service.cleanup()
+
+
+# -- RabbitMQ: the copies of a failed message ---------------------------------------------------------------------
+
+
+def _rabbitmqctl(*arguments: str) -> None:
+    """Runs rabbitmqctl on the local node (policies); skipped loudly when it is not there or not allowed, except in
+    CI."""
+    program = shutil.which("rabbitmqctl")
+    result = (
+        subprocess.run([program, "-q", *arguments], check=False, capture_output=True, text=True, timeout=60)
+        if program
+        else None
+    )
+    if result is None or result.returncode:
+        message = f"rabbitmqctl {' '.join(arguments[:2])} failed: {result.stderr.strip() if result else 'not found'}"
+        if IN_CI:
+            pytest.fail(f"{message}: CI=true, so this is a failure, not a skip", pytrace=False)
+        sys.stderr.write(f"\n*** SKIPPING: {message} ***\n")
+        pytest.skip(message)
+
+
+class RefusingPolicy:
+    """A policy making the queues it names refuse every message (max-length 0, reject-publish: a confirmed publish
+    is nacked, an unconfirmed one dropped)."""
+
+    def __init__(self, amqp: str, unique: str) -> None:
+        self.name, self.vhost, self.applied = f"refuse-{unique}", urlsplit(amqp).path[1:] or "/", False
+
+    def apply(self, pattern: str) -> None:
+        definition = '{"max-length": 0, "overflow": "reject-publish"}'
+        _rabbitmqctl("set_policy", "-p", self.vhost, self.name, pattern, definition, "--apply-to", "queues")
+        self.applied = True
+
+    def lift(self) -> None:
+        if self.applied:
+            _rabbitmqctl("clear_policy", "-p", self.vhost, self.name)
+            self.applied = False
+
+
+@pytest.fixture
+def refusing_policy(amqp: str, unique: str) -> Iterator[RefusingPolicy]:
+    policy = RefusingPolicy(amqp, unique)
+    yield policy
+    policy.lift()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize(
+    ("copy", "confirm_publish"), [("dead letter", False), ("dead letter", True), ("delayed retry", False)]
+)
+def test_a_copy_the_broker_refuses_leaves_the_original_on_its_queue(
+    amqp: str, tmp_path: Path, unique: str, refusing_policy: RefusingPolicy, copy: str, confirm_publish: bool
+) -> None:
+    """While the dead letter queue (or the delay queue) refuses every message, a failed message is never
+    acknowledged: it is still on its queue after the consumer ran, with or without publisher confirms; once the
+    refusal is lifted, its copy reaches the dead letter (or the delay queue) and the queue is empty."""
+    dead = copy == "dead letter"
+    service = Service(
+        tmp_path,
+        unique,
+        amqp,
+        transport={"confirm_publish": str(confirm_publish).lower()},
+        recoverability="immediate_retries: 0\n  delayed_retries: [60000]",
+    )
+    delay_queue = f"{service.queue}.delay.60000"
+    try:
+        service.setup()
+        refusing_policy.apply(rf"^{service.queue}\.(dead_letter|delay\.60000)$")
+        with service.container() as sender:
+            if dead:  # poison: a body that does not fit the handler's type goes to the dead letter at once
+                sender.get(DistributedBus).send_command(service.name, "fault.typed", '{"seq": "x"}', "application/json")
+            else:  # a failing handler: a delayed retry copy
+                sender.get(DistributedBus).send_command(service.name, "fault.fail", "{}", "application/json")
+        refused = service.consumer("--execution-time-limit", "4000")
+        output = refused.wait(timeout=60)
+        with service.admin() as admin:
+            still_queued = admin.transport.queue_size(service.queue)
+            copies = admin.transport.queue_size(dead_letter_queue_name(service) if dead else delay_queue)
+        refusing_policy.lift()
+        service.consumer("--finish-when-no-messages").wait(timeout=60)
+        with service.admin() as admin:
+            after = admin.transport.queue_size(service.queue)
+            copies_after = admin.transport.queue_size(dead_letter_queue_name(service) if dead else delay_queue)
+        _report(
+            f"{copy} copy refused (confirm_publish {confirm_publish})",
+            on_its_queue_while_refused=still_queued,
+            copies_while_refused=copies,
+            on_its_queue_after=after,
+            copies_after=copies_after,
+        )
+        assert (still_queued, copies) == (1, 0), output[-3000:]
+        assert (after, copies_after) == (0, 1)
+    finally:
+        service.cleanup(delays=(60000,))
+
+
+def dead_letter_queue_name(service: Service) -> str:
+    return f"{service.queue}.dead_letter"
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("confirm_publish", [False, True])
+def test_a_dead_letter_queue_deleted_while_the_consumer_runs_is_declared_again(
+    amqp: str, tmp_path: Path, unique: str, confirm_publish: bool
+) -> None:
+    """The dead letter queue is deleted while a consumer process runs; a poison message then still reaches the dead
+    letter (the queue is declared again), and the consumer runs on."""
+    service = Service(tmp_path, unique, amqp, transport={"confirm_publish": str(confirm_publish).lower()})
+    try:
+        service.setup()
+        consumer = service.consumer()
+        deadline = time.monotonic() + 60
+        while not _waiting(consumer, service):
+            assert consumer.poll() is None and time.monotonic() < deadline, consumer.output()
+            time.sleep(0.05)
+        with kombu.Connection(amqp) as connection:
+            connection.channel().queue_delete(dead_letter_queue_name(service))
+        with service.container() as sender:
+            sender.get(DistributedBus).send_command(service.name, "fault.typed", '{"seq": "x"}', "application/json")
+        with service.admin() as admin:
+            deadline = time.monotonic() + 30
+            while not (entries := admin.dead_letter().list()):
+                assert time.monotonic() < deadline and consumer.poll() is None, consumer.output()
+                time.sleep(0.1)
+            left = admin.transport.queue_size(service.queue)
+        still_running = consumer.poll() is None
+        _report(f"dead letter queue deleted (confirm_publish {confirm_publish})", dead_lettered=len(entries))
+        assert [entry.reason for entry in entries] == ["poison message"]
+        assert left == 0 and still_running
     finally:
         service.cleanup()

@@ -1,13 +1,15 @@
-"""TransportOptions, the adapter table, and how options become kombu connection options (TLS, heartbeats, timeouts),
-without connecting."""
+"""TransportOptions, the adapter table, and how options become kombu (and, for Redis, redis-py) connection options
+(TLS, heartbeats, timeouts), without connecting."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+import redis
 
 from container_messaging.config import TransportSettings, settings_from_dict
 from container_messaging.errors import ConfigurationError
@@ -100,17 +102,39 @@ def test_tls_certificates_are_passed_to_kombu(tmp_path: Path):
 
 
 def test_rediss_uses_redis_ssl_option_names():
-    """For Redis over TLS the options use redis-py's names, and ssl_verify false turns verification off."""
-    connection = _connection({"url": "rediss://127.0.0.1:6380/0", "ssl_verify": False})
-    assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_NONE
+    """For Redis over TLS the client gets redis-py's TLS options, and ssl_verify false turns certificate and host
+    name verification off."""
+    kwargs = _connection({"url": "rediss://127.0.0.1:6380/0", "ssl_verify": False}).connection_pool.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"]) == (ssl.CERT_NONE, False)
 
 
-def test_rediss_without_tls_options_still_asks_for_tls():
-    """A plain rediss:// URL passes redis-py a TLS options dict verifying the certificate (kombu's Redis transport
-    ignores ssl=True and would connect without TLS)."""
-    connection = _connection({"url": "rediss://127.0.0.1:6380/0"})
-    assert isinstance(connection.ssl, dict)
-    assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+@pytest.mark.parametrize("transport", [{"url": "rediss://127.0.0.1:6380/0"}, {"url": "redis://h:6380/0", "ssl": True}])
+def test_redis_tls_verifies_the_certificate(transport: dict[str, object]):
+    """A rediss:// URL, or redis:// with ssl true, connects with TLS, verifying the certificate and the host name."""
+    pool = _connection(transport).connection_pool
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    assert (pool.connection_kwargs["ssl_cert_reqs"], pool.connection_kwargs["ssl_check_hostname"]) == (
+        ssl.CERT_REQUIRED,
+        True,
+    )
+
+
+def test_every_redis_wait_is_bounded_and_redis_py_retries_nothing():
+    """A Redis client waits connect_timeout at most to connect and for each reply (Redis answers at once), and
+    redis-py itself retries nothing (the transport decides what is retried and says what is known)."""
+    options = {"url": "redis://127.0.0.1:6379/0", "connect_timeout": 3, "reply_timeout": 7}
+    kwargs = _connection(options).connection_pool.connection_kwargs
+    assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (3, 3)
+    assert kwargs["retry"].get_retries() == 0
+
+
+def test_amqp_waits_are_bounded_by_reply_timeout_for_senders_and_connect_timeout_for_consumers():
+    """A RabbitMQ sender's connection waits reply_timeout at most for each answer, a consumer's connect_timeout."""
+    settings = settings_from_dict({"transport": {"url": "pyamqp://g:g@127.0.0.1:5672//", "reply_timeout": 7}})
+    transport: Any = create_transport(TransportOptions.of(settings.transport))
+    sender, consumer = transport.new_connection(), transport.consumer_connection()
+    assert (sender.transport_options["read_timeout"], sender.transport_options["write_timeout"]) == (7, 7)
+    assert (consumer.transport_options["read_timeout"], consumer.transport_options["write_timeout"]) == (5, 5)
 
 
 @pytest.mark.parametrize("url", ["amqps://guest:guest@127.0.0.1:5671//", "rediss://127.0.0.1:6380/0"])

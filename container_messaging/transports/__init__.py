@@ -5,14 +5,15 @@ by URL scheme.
 scheme             adapter                         module
 =================  ==============================  ==========================================
 pyamqp amqp amqps  :class:`RabbitMqTransport`      ``rabbitmq.py``
-redis rediss       :class:`RedisTransport`         ``redis.py``
+redis rediss       :class:`RedisTransport`         ``redis/`` (streams, through redis-py)
 memory             :class:`MemoryTransport`        ``memory.py``
 embedded           :class:`EmbeddedTransport`      ``embedded/`` (adapter and its SQLite broker)
 =================  ==============================  ==========================================
 
-Every adapter is built on ``_kombu_base.py`` (connections, error mapping, publish retries, the receiver loop); the
-three virtual ones route exchanges themselves (``_virtual.py``). This package is the only place that imports kombu,
-and an adapter's module is imported only when a transport of its scheme is created.
+Every adapter maps broker errors and retries publishing as ``_broker.py`` says; the kombu ones are built on
+``_kombu_base.py`` (connections, the receiver loop), and the Redis one talks to redis-py itself. Memory, embedded and
+Redis route exchanges themselves (``_virtual.py``'s topic rules). This package is the only place that imports kombu
+and redis-py, and an adapter's module is imported only when a transport of its scheme is created.
 """
 
 from __future__ import annotations

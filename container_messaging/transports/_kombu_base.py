@@ -1,7 +1,8 @@
-"""What every kombu adapter shares: connections, broker errors mapped to TransportError, publishing with retries,
-and the receiver loop (a consumer on its own connection handing out one Delivery at a time).
+"""What every kombu adapter shares: connections, publishing with retries, and the receiver loop (a consumer on its
+own connection handing out one Delivery at a time); broker errors are mapped to TransportError as ``_broker.py``
+says.
 
-An adapter (``rabbitmq.py``, ``redis.py``, ``memory.py``, ``embedded/``) subclasses :class:`KombuTransport` and
+An adapter (``rabbitmq.py``, ``memory.py``, ``embedded/``) subclasses :class:`KombuTransport` and
 fills in its hooks: how to connect (:meth:`~KombuTransport.new_connection`), how to publish and route
 (:meth:`~KombuTransport.publish_once`), how to requeue, delay and dead-letter a delivery, what counts as a refusal
 for good, and what its tests need to see (:meth:`~KombuTransport.waiting_for_delay`,
@@ -12,27 +13,20 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, ClassVar, Final, NoReturn, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import attrs
 import kombu
 from kombu import Exchange, Queue, binding
 
-from container_messaging.errors import (
-    BrokerRefusedError,
-    ConfigurationError,
-    TransportError,
-    UnroutableMessageError,
-)
+from container_messaging.errors import TransportError
+from container_messaging.transports._broker import BrokerTransport, causes
 from container_messaging.transports.base import (
-    BaseTransport,
     Delivery,
     EndpointTopology,
     OutboundMessage,
@@ -57,8 +51,6 @@ log = logging.getLogger("container_messaging.transport")
 
 #: What consumers accept; kombu never deserializes anything for us (we read raw bodies), this is belt and braces.
 ACCEPT: Final = ["application/json", "text/plain", "application/octet-stream", "application/data"]
-#: Exceptions raised from these packages are broker errors, whatever their class.
-_BROKER_MODULES: Final = frozenset({"kombu", "amqp", "redis", "sqlite3"})
 
 T = TypeVar("T")
 
@@ -73,16 +65,6 @@ def publish_kwargs(message: OutboundMessage) -> dict[str, Any]:
         "message_id": message.message_id,
         "retry": False,
     }
-
-
-def causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and the exceptions it was raised from (kombu wraps the client's errors)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def not_found(error: BaseException) -> bool:
@@ -124,7 +106,7 @@ class PublishRequest:
             self.finish(None)
 
 
-class KombuTransport(BaseTransport):
+class KombuTransport(BrokerTransport):
     """A transport over one kombu connection URL; connections open on first use.
 
     The publisher keeps one connection; each receiver and each administrative operation opens its own.
@@ -142,8 +124,7 @@ class KombuTransport(BaseTransport):
     requeues_in_place: ClassVar[bool] = True
 
     def __init__(self, options: TransportOptions) -> None:
-        self.options = options
-        self.description = options.masked_url
+        super().__init__(options)
         self._publisher: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
@@ -160,6 +141,10 @@ class KombuTransport(BaseTransport):
     def new_connection(self) -> kombu.Connection:
         """A kombu connection (not yet connected) with this broker's options."""
 
+    def consumer_connection(self) -> kombu.Connection:
+        """The connection of a receiver: :meth:`new_connection`'s, unless the broker needs other bounds there."""
+        return self.new_connection()
+
     @abc.abstractmethod
     def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
         """One attempt to publish ``message`` (``exchange`` ``""`` addresses the queue named by its routing key);
@@ -172,28 +157,6 @@ class KombuTransport(BaseTransport):
     @abc.abstractmethod
     def waiting_for_delay(self, queue: str) -> int:
         """How many delayed copies for ``queue`` wait for their time (for tests and tooling)."""
-
-    def refused(self, error: BaseException) -> bool:
-        """Whether ``error`` (one of a chain) says the broker refused us for good (credentials, vhost, rights)."""
-        return False
-
-    def explain(self, error: BaseException) -> str:
-        """What went wrong, for an error message: the error, and what to check when TLS verification failed."""
-        text = f"{type(error).__name__}: {error}"
-        tls_errors = [cause for cause in causes(error) if isinstance(cause, ssl.SSLError)]
-        if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in tls_errors):
-            ca = self.options.ssl_ca_certs
-            text += (
-                " (the broker's TLS certificate could not be verified with "
-                f"{f'the CA file {ca!r}' if ca else 'the default CA certificates'} (transport.ssl_ca_certs): did "
-                "that CA sign it, for this host name? ssl_verify false turns verification off)"
-            )
-        elif tls_errors:
-            text += (
-                " (the TLS handshake failed: does the broker require a client certificate (transport.ssl_certfile, "
-                "ssl_keyfile), and does it speak TLS on this port?)"
-            )
-        return text
 
     def new_producer(self, channel: Any) -> kombu.Producer:
         """The producer of the publisher connection."""
@@ -226,37 +189,6 @@ class KombuTransport(BaseTransport):
     def errors_of(connection: kombu.Connection) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the broker or the connection failed."""
         return (OSError, *connection.connection_errors, *connection.channel_errors)
-
-    def broker_error(
-        self, action: str, error: BaseException, errors: tuple[type[BaseException], ...]
-    ) -> TransportError | None:
-        """``error`` as a :class:`TransportError` naming ``action`` and the redacted URL (a
-        :class:`BrokerRefusedError` when the broker refused for good); None when it is already a TransportError or
-        not a broker or socket error at all (a bug: left as it is)."""
-        if isinstance(error, TransportError) or not isinstance(error, Exception):
-            return None
-        if not (isinstance(error, errors) or type(error).__module__.partition(".")[0] in _BROKER_MODULES):
-            return None
-        kind = BrokerRefusedError if any(self.refused(cause) for cause in causes(error)) else TransportError
-        return kind(f"{action} failed on {self.description}: {self.explain(error)}")
-
-    def reraise(self, action: str, error: Exception, errors: tuple[type[BaseException], ...]) -> NoReturn:
-        """Raises ``error`` mapped by :meth:`broker_error` (from ``error``), or as it is when it needs no mapping."""
-        mapped = self.broker_error(action, error, errors)
-        if mapped is None:
-            raise error
-        raise mapped from error
-
-    def check_tls_files(self) -> None:
-        """A configured CA bundle, certificate or key that is not a file is an error naming it (rather than the
-        client's bare ``No such file or directory``)."""
-        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self.options, name)
-            if path is not None and not os.path.isfile(path):
-                raise ConfigurationError(
-                    f"transport.{name}: no such file {path!r} (TLS for {self.description}; the path is relative to "
-                    f"the working directory {os.getcwd()!r})"
-                )
 
     @contextmanager
     def connection(self, action: str) -> Iterator[Any]:
@@ -310,40 +242,21 @@ class KombuTransport(BaseTransport):
         self._declared.clear()
 
     def with_retries(self, what: str, send: Callable[[kombu.Producer], None]) -> None:
-        """Runs ``send`` with the publisher's producer. A lost connection is retried ``publish_retries`` times
-        (reconnecting, with back-off, logged at INFO); then one TransportError says what is known: the message was
-        never sent, or an attempt failed after sending it (it may have reached the broker). A refusal for good and
-        an unroutable message are raised at once."""
+        """Runs ``send`` with the publisher's producer, holding the publisher; see :meth:`_with_retries`."""
         with self._publisher_lock:
             self._with_retries(what, send)
 
     def _with_retries(self, what: str, send: Callable[[kombu.Producer], None]) -> None:
-        attempts = max(self.options.publish_retries, 0) + 1
-        maybe_sent = False
-        for attempt in range(1, attempts + 1):
-            sending = False
+        """Runs ``send`` with the publisher's producer, connecting first; a lost connection is retried as
+        :meth:`~container_messaging.transports._broker.BrokerTransport.retrying` says."""
+
+        def attempt(producer: kombu.Producer) -> None:
             try:
-                producer = self._producer_connected()
-                sending = True
-                try:
-                    send(producer)
-                except Exception as error:
-                    self.reraise(what, error, self._errors)
-                return
-            except (UnroutableMessageError, BrokerRefusedError):
-                raise
-            except TransportError as exc:
-                failure, maybe_sent = exc, maybe_sent or sending
-            self.reset_publisher()
-            if attempt < attempts:
-                log.info("%s failed (attempt %d of %d), reconnecting: %s", what, attempt, attempts, failure)
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-        outcome = (
-            "not confirmed: an attempt failed after sending, so it may or may not have reached the broker"
-            if maybe_sent
-            else "not sent"
-        )
-        raise TransportError(f"{what}: {outcome} after {attempts} attempt(s); the last one: {failure}") from failure
+                send(producer)
+            except Exception as error:
+                self.reraise(what, error, self._errors)
+
+        self.retrying(what, self._producer_connected, attempt)
 
     def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
         self.submit(exchange, ((message, mandatory),))
@@ -405,15 +318,6 @@ class KombuTransport(BaseTransport):
                 raise type(exc)(
                     f"{exc}. Of the batch of {len(messages)}: published {published}; not sent {unsent}"
                 ) from exc
-
-    def unroutable(self, exchange: str, routing_key: str) -> str:
-        """The message of an :class:`UnroutableMessageError`."""
-        if not exchange:
-            return f"there is no queue {routing_key!r} on {self.description}"
-        return (
-            f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
-            "is the destination service's consumer set up (container-messaging setup / run)?"
-        )
 
     # -- topology --------------------------------------------------------------------------------------------------
 
@@ -502,7 +406,7 @@ class KombuReceiver(Receiver):
         self._closed = threading.Event()
         self._last_poll_hook = 0.0
         self._consumer: kombu.Consumer | None = None
-        self._connection = transport.new_connection()
+        self._connection = transport.consumer_connection()
         self._errors = transport.connect(self._connection, f"consuming queue {queue!r}")
         try:
             self.exclusively("consuming queue", queue, self._open, prefetch_count, consume)
@@ -635,7 +539,10 @@ class KombuReceiver(Receiver):
                 )
         with self._lock:
             try:
-                self._connection.release()
+                if self.dead is None:
+                    self._connection.release()
+                else:  # no goodbye on a dead connection: it would only wait for an answer that never comes
+                    self._connection.collect()
             except Exception:
                 log.debug("releasing the consumer connection of %r failed", self.queue, exc_info=True)
 

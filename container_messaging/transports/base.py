@@ -2,9 +2,9 @@
 
 A transport declares topology, publishes :class:`OutboundMessage` s, and opens a :class:`Receiver` on a queue that
 hands out :class:`Delivery` s one at a time. There is one adapter per broker in this package (``rabbitmq.py``,
-``redis.py``, ``memory.py``, ``embedded/``), all built on ``_kombu_base.py``; kombu and socket exceptions are mapped
-to :class:`~container_messaging.errors.TransportError` at this boundary (a refusal for good, such as bad
-credentials, to :class:`~container_messaging.errors.BrokerRefusedError`).
+``redis/``, ``memory.py``, ``embedded/``); kombu, redis-py and socket exceptions are mapped to
+:class:`~container_messaging.errors.TransportError` at this boundary (a refusal for good, such as bad credentials,
+to :class:`~container_messaging.errors.BrokerRefusedError`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class TransportOptions:
     data_folder: str = ".container_messaging"
     polling_interval: float = 0.05
     confirm_publish: bool = True
+    reply_timeout: float = 30.0
     connect_timeout: float = 5.0
     heartbeat: int = 30
     ssl: bool = False

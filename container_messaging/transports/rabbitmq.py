@@ -26,12 +26,12 @@ from kombu import Queue
 
 from container_messaging.errors import BrokerRefusedError, TransportError, UnroutableMessageError
 from container_messaging.redaction import mask_url
+from container_messaging.transports._broker import causes
 from container_messaging.transports._kombu_base import (
     KombuDelivery,
     KombuReceiver,
     KombuTransport,
     PublishRequest,
-    causes,
     not_found,
     publish_kwargs,
     publishing,
@@ -43,6 +43,8 @@ __all__ = ["RabbitMqTransport", "delay_queue", "queue_arguments"]
 
 log = logging.getLogger("container_messaging.transport")
 
+#: How the name of every dead letter queue ends.
+_DEAD_LETTER: Final = dead_letter_queue("")
 #: ACCESS_REFUSED (bad credentials, no permission), NOT_ALLOWED (unknown vhost, vhost access refused) and
 #: PRECONDITION_FAILED (a queue or exchange that exists with other arguments, a message over the broker's size limit)
 _REFUSALS: Final = frozenset({"403", "530", "406"})
@@ -177,10 +179,11 @@ class RabbitMqTransport(KombuTransport):
         self._returned: list[tuple[str, str]] = []  # (routing key, message id) of messages the broker returned
         self._published = 0  # publish sequence number on the publisher channel (publisher confirms count them)
         self._delays: dict[str, set[int]] = {}  # queue -> delays this transport sent copies with
+        self._confirming: Any = None  # without confirm_publish: the publisher's channel of confirmed dead letter copies
         #: the URL of the failover list that answered last: the first one the next connection tries
         self._preferred = options.urls[0]
         #: seconds to wait for a publisher confirm before the outcome counts as unknown
-        self.confirm_timeout = max(options.connect_timeout, 30.0)
+        self.confirm_timeout = options.reply_timeout
 
     # -- connection ------------------------------------------------------------------------------------------------
 
@@ -192,14 +195,29 @@ class RabbitMqTransport(KombuTransport):
 
     def new_connection(self) -> kombu.Connection:
         """A connection to :attr:`preferred_url` alone (kombu's own failover is not used: it keeps the first URL's
-        host name in the TLS options); :meth:`connect` moves it along the failover list."""
+        host name in the TLS options); :meth:`connect` moves it along the failover list. A sender or an administrative
+        operation waits ``reply_timeout`` at most for each answer (a declaration, a deletion, a confirm)."""
+        return self._connection(self.options.reply_timeout)
+
+    def consumer_connection(self) -> kombu.Connection:
+        """A receiver's connection: it waits ``connect_timeout`` at most for each answer (its declarations, its
+        goodbye), so that a consumer on a connection that stopped answering stops within seconds; its copies wait
+        ``reply_timeout`` for their confirms."""
+        return self._connection(self.options.connect_timeout)
+
+    def _connection(self, answer_timeout: float) -> kombu.Connection:
         o = self.options
         return kombu.Connection(
             _pyamqp(self._preferred),
             heartbeat=o.heartbeat,
             connect_timeout=o.connect_timeout,
             ssl=self._tls(),
-            transport_options={"confirm_publish": True} if o.confirm_publish else {},
+            # every wait for the broker is bounded (py-amqp's socket timeouts); past that the connection is lost
+            transport_options={
+                "read_timeout": answer_timeout,
+                "write_timeout": answer_timeout,
+                **({"confirm_publish": True} if o.confirm_publish else {}),
+            },
         )
 
     def connect(self, connection: kombu.Connection, action: str) -> tuple[type[BaseException], ...]:
@@ -291,8 +309,37 @@ class RabbitMqTransport(KombuTransport):
     def reset_publisher(self) -> None:
         super().reset_publisher()
         self._published = 0
+        self._confirming = None
+
+    def _publish_confirmed(self, producer: kombu.Producer, queue: str, message: OutboundMessage) -> None:
+        """Publishes straight to ``queue`` and waits for the broker's confirm (without ``confirm_publish``), on a
+        channel of the publisher connection kept for these publishes alone (so that the next confirm on it is this
+        message's)."""
+        if self._confirming is None:
+            self._confirming = producer.connection.channel()
+            self._confirming.events["basic_return"].add(self._on_return)
+        channel = self._confirming
+        self._returned.clear()
+        prepared = channel.prepare_message(
+            message.body,
+            0,
+            message.content_type,
+            "binary",
+            dict(message.headers),
+            {"delivery_mode": 2, "message_id": message.message_id},
+        )
+        channel.basic_publish_confirm(
+            prepared, exchange="", routing_key=queue, mandatory=True, confirm_timeout=self.confirm_timeout
+        )
+        if self._returned:  # the broker returns a message before confirming it
+            raise UnroutableMessageError(self.unroutable("", queue))
 
     def publish_once(self, producer: kombu.Producer, exchange: str, message: OutboundMessage, mandatory: bool) -> None:
+        if not exchange and message.routing_key.endswith(_DEAD_LETTER) and not self.options.confirm_publish:
+            # straight to a dead letter queue: a consumer's reduced dead letter copy, whose original is acknowledged
+            # right after; confirmed whatever confirm_publish says
+            self._publish_confirmed(producer, message.routing_key, message)
+            return
         self._returned.clear()
         self._published += 1
         producer.publish(
@@ -439,23 +486,32 @@ class RabbitMqTransport(KombuTransport):
 
     def dead_letter(self, receiver: KombuReceiver, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
         queue = dead_letter_queue(delivery.queue)
-        # declared again each time: a dead letter queue deleted while the consumer runs would otherwise swallow copies
         arguments = self.queue_arguments(queue, dead_letter=True)
-        Queue(queue, durable=True, auto_delete=False, queue_arguments=arguments)(receiver.channel).declare()
-        self._send_copy(receiver, queue, delivery, headers)
+        declaration = Queue(queue, durable=True, auto_delete=False, queue_arguments=arguments)
+        self._send_copy(receiver, declaration, delivery, headers)
 
     def delay(self, receiver: KombuReceiver, delivery: KombuDelivery, delay_ms: int, headers: dict[str, Any]) -> None:
         name = delay_queue(delivery.queue, delay_ms)
         arguments = queue_arguments(self.options, delivery.queue, delay_ms=delay_ms)
-        Queue(name, durable=True, auto_delete=False, queue_arguments=arguments)(receiver.channel).declare()
-        self._send_copy(receiver, name, delivery, headers)
+        declaration = Queue(name, durable=True, auto_delete=False, queue_arguments=arguments)
         self._delays.setdefault(delivery.queue, set()).add(delay_ms)
+        self._send_copy(receiver, declaration, delivery, headers)
 
-    def _send_copy(self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]) -> None:
-        """A copy to ``queue``: mandatory, so that a copy the broker cannot route raises (with publisher confirms, the
-        broker returns it before confirming) and the original stays unacknowledged."""
-        receiver.send(
-            queue, delivery.body, headers, delivery.content_type, mandatory=True, confirm_timeout=self.confirm_timeout
+    def _send_copy(
+        self, receiver: KombuReceiver, queue: Queue, delivery: KombuDelivery, headers: dict[str, Any]
+    ) -> None:
+        """A copy to ``queue``, confirmed by the broker whatever ``confirm_publish`` says, since the original is
+        acknowledged only after it. It is mandatory: a copy the broker returns (its queue is missing, deleted while the
+        consumer runs) makes the queue be declared and the copy sent once more. A copy returned again, refused (nack)
+        or not confirmed in time raises, and the original stays unacknowledged."""
+        for attempt in (1, 2):
+            if not self._copy_returned(receiver, queue.name, delivery, headers):
+                return
+            if attempt == 1:
+                queue(receiver.channel).declare()
+        raise TransportError(
+            f"the copy of message {delivery.headers.get('id')!r} to queue {queue.name!r} was returned by "
+            f"{self.description} although the queue was declared again; the message stays on {delivery.queue!r}"
         )
 
     def queue_exists(self, queue: str) -> bool:
@@ -467,6 +523,34 @@ class RabbitMqTransport(KombuTransport):
                     return False
                 raise
             return True
+
+    def _copy_returned(
+        self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]
+    ) -> bool:
+        """Publishes one copy and waits for the broker's confirm; whether the broker returned it (no such queue)."""
+        channel, returned = receiver.channel, []
+
+        def on_return(exception: Exception, exchange: str, routing_key: str, message: Any) -> None:
+            returned.append(routing_key)
+
+        message = channel.prepare_message(
+            delivery.body,
+            0,
+            delivery.content_type or "application/octet-stream",
+            "binary",
+            headers,
+            {"delivery_mode": 2},
+        )
+        channel.events["basic_return"].add(on_return)
+        try:
+            # py-amqp's own confirmed publish (it selects confirm mode on the channel once): the copies of a consumer
+            # are confirmed even when its connection publishes without confirms
+            channel.basic_publish_confirm(
+                message, exchange="", routing_key=queue, mandatory=True, confirm_timeout=self.confirm_timeout
+            )
+        finally:
+            channel.events["basic_return"].discard(on_return)
+        return bool(returned)
 
     def waiting_for_delay(self, queue: str) -> int:
         """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""
