@@ -34,8 +34,8 @@ end
 """
 
 #: KEYS: stream, delayed set ('' for none), dead letter stream, the former transport's list. ARGV: group, me, alive
-#: key prefix, lease (ms), room (entries to take at most), check ('1': look for entries of gone consumers and run-out leases),
-#: XAUTOCLAIM cursor.
+#: key prefix, lease (ms), room (entries to take at most), check ('1': look for entries of gone consumers and run-out
+#: leases), XAUTOCLAIM cursor.
 MAINTAIN: Final = (
     _NOW
     + _HOLDS_NOTHING
