@@ -158,6 +158,16 @@ def test_queue_size_counts_released_and_abandoned_entries_but_not_held_ones(endp
     assert endpoint.transport.queue_size(endpoint.queue) == 2
 
 
+def test_a_queue_exists_once_set_up_even_empty(endpoint: Endpoint) -> None:
+    """queue_exists is true for the endpoint's queue and its dead letter queue (set up, empty), false for another."""
+    exists = endpoint.transport.queue_exists
+    assert (exists(endpoint.queue), exists(dead_letter_queue(endpoint.queue)), exists("never_set_up")) == (
+        True,
+        True,
+        False,
+    )
+
+
 def test_a_receiver_of_a_queue_never_set_up_is_an_error_naming_it(endpoint: Endpoint) -> None:
     """Opening a receiver on a queue that was never declared is a TransportError naming the queue and the setup."""
     with pytest.raises(TransportError, match=r"'nowhere_\w+'.*no such queue.*container-messaging setup"):

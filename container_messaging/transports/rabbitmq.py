@@ -514,16 +514,6 @@ class RabbitMqTransport(KombuTransport):
             f"{self.description} although the queue was declared again; the message stays on {delivery.queue!r}"
         )
 
-    def queue_exists(self, queue: str) -> bool:
-        with self.connection(f"looking for queue {queue!r}") as channel:
-            try:
-                channel.queue_declare(queue, passive=True)
-            except Exception as exc:
-                if not_found(exc):
-                    return False
-                raise
-            return True
-
     def _copy_returned(
         self, receiver: KombuReceiver, queue: str, delivery: KombuDelivery, headers: dict[str, Any]
     ) -> bool:
@@ -551,6 +541,16 @@ class RabbitMqTransport(KombuTransport):
         finally:
             channel.events["basic_return"].discard(on_return)
         return bool(returned)
+
+    def queue_exists(self, queue: str) -> bool:
+        with self.connection(f"looking for queue {queue!r}") as channel:
+            try:
+                channel.queue_declare(queue, passive=True)
+            except Exception as exc:
+                if not_found(exc):
+                    return False
+                raise
+            return True
 
     def waiting_for_delay(self, queue: str) -> int:
         """Copies in the delay queues of ``queue`` this transport sent copies to (AMQP cannot list queues)."""

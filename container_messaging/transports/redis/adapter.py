@@ -167,6 +167,10 @@ class RedisTransport(BrokerTransport):
 
         return self._run(f"reading the size of queue {queue!r}", lambda client: ready(client) + unread(client))
 
+    def queue_exists(self, queue: str) -> bool:
+        """Whether ``queue``'s stream exists (setting the endpoint up creates it, empty)."""
+        return self._run(f"looking for queue {queue!r}", lambda client: bool(client.exists(keys.queue_key(queue))))
+
     def waiting_for_delay(self, queue: str) -> int:
         """How many delayed copies for ``queue`` wait for their time."""
         return self._run(f"counting the delayed copies of {queue!r}", lambda c: int(c.zcard(keys.delayed_key(queue))))

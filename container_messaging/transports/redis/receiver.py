@@ -150,13 +150,15 @@ class RedisReceiver(Receiver):
             raise mapped from error
 
     def _keep_alive(self) -> None:
+        """Renews the alive key until the receiver closes. A failure is logged once per run of failures and never
+        ends the thread: a key not renewed only means the consumer's messages are taken over by another one."""
         warned = False
         while not self._closed.wait(self._liveness_ms / 4000):
             try:
                 self._client.set(self._alive, b"1", px=self._liveness_ms)
                 warned = False
-            except ERRORS as exc:
-                if not warned:
+            except Exception as exc:  # the client may also be closing under it
+                if not warned and not self._closed.is_set():
                     log.warning("consumer %s of %r could not renew its alive key: %s", self.consumer, self.queue, exc)
                     warned = True
 
