@@ -98,7 +98,8 @@ Message channels, Service Maps and several distributed buses (nested keys; in IN
 
 ``channels`` (default: none)
     ``<name>: {url: ...}``: a message channel, a durable queue named after it, on the broker of ``url`` (default:
-    ``transport.url``). ``null`` for all defaults.
+    ``transport.url``). ``null`` for all defaults. ``stream: true`` (Redis only): an event stream, each event
+    appended once and read by every consuming service in a consumer group of its own (events only).
 ``consume`` (default: none)
     The channels this service consumes (each an endpoint named after it); like ``scan``, a list or a string.
 ``service_map`` (default: none)
@@ -945,9 +946,14 @@ class OutboxSettings:
 @attrs.frozen
 class ChannelSettings:
     """A message channel (``channels.<name>``, in a configuration or in a service map): a durable queue named after
-    the channel, on the broker of ``url`` (default: ``transport.url``; the other transport settings are shared)."""
+    the channel, on the broker of ``url`` (default: ``transport.url``; the other transport settings are shared).
+
+    ``stream``: an event stream instead (Redis URLs only): each event is appended once and every consuming service
+    reads it in a consumer group of its own; it carries events only (no command mapping may name it).
+    """
 
     url: SecretUrl | None = _option(None, _check_optional_url, secret=True)  # noqa: RUF009 - a str, immutable
+    stream: bool = _option(False)
 
 
 @attrs.frozen
@@ -1124,6 +1130,7 @@ class Settings:
             for index, mapping in enumerate(service_map.services):
                 if mapping.channel not in first:
                     yield f"{key}.services[{index}].channel{where}", undefined(mapping.channel)
+        yield from self._stream_problems(first)
         for index, consumed in enumerate(self.consume):
             if consumed not in first:
                 yield f"consume[{index}]", undefined(consumed)
@@ -1137,6 +1144,34 @@ class Settings:
             for name in self.distributed_buses:
                 if self.distributed_buses[name].service_map is None:
                     yield f"distributed_buses.{name}", "a distributed bus needs a configured service_name"
+
+    def _stream_problems(self, first: Mapping[str, tuple[str, ChannelSettings]]) -> Iterator[tuple[str, str]]:
+        """Event stream channels on a broker other than Redis, or named as the target of commands."""
+        streams = {name for name, (_key, channel) in first.items() if channel.stream}
+        for name in sorted(streams):
+            key, channel = first[name]
+            url = str(channel.url or self.transport.url)
+            if url.partition("://")[0] not in {"redis", "rediss"}:
+                yield (
+                    f"{key}.stream",
+                    f"channel {name!r} is an event stream, which needs a Redis broker (redis:// or rediss://), not "
+                    f"{mask_url(url)}",
+                )
+        for key, service_map in self._service_maps():
+            where = _from(service_map)
+            for service, target in service_map.commands.items():
+                if target in streams:
+                    yield f"{key}.commands.{service}{where}", _stream_target(target)
+            for index, mapping in enumerate(service_map.services):
+                if mapping.channel in streams:
+                    yield f"{key}.services[{index}].channel{where}", _stream_target(mapping.channel)
+
+
+def _stream_target(channel: str) -> str:
+    return (
+        f"channel {channel!r} is an event stream: every consuming service would handle each command sent there; map "
+        "commands to a queue channel and the stream under events"
+    )
 
 
 def _from(service_map: ServiceMapSettings) -> str:

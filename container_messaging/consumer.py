@@ -39,14 +39,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import resource
-import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from types import FrameType
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
 import attrs
@@ -61,6 +57,7 @@ from container_messaging.invocation import Handler, coroutine_runner
 from container_messaging.markers import RetryPolicy
 from container_messaging.messages import CORRELATION_ID, ID, MediaType, Message
 from container_messaging.middleware import EndpointInfo, Middleware, Outcome, messaging_system
+from container_messaging.process import rss_megabytes, stopping_on_signals
 from container_messaging.recoverability import (
     Failure,
     MoveToDeadLetter,
@@ -193,15 +190,6 @@ class EndpointDescription:
         lines = [f"{self.endpoint}: consuming {self.queue} on {self.broker}"]
         lines += [f"  {label:<12} {value}" for label, value in rows]
         return "\n".join(lines)
-
-
-def _rss_megabytes() -> float:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @attrs.define
@@ -458,7 +446,7 @@ class EndpointConsumer:
             if delivery is None:
                 if options.finish_when_no_messages:
                     self._stop_reason = "no more messages"
-                elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+                elif options.memory_limit is not None and rss_megabytes() >= options.memory_limit:
                     self._stop_reason = "memory limit reached"  # an idle consumer over its limit stops too
                 continue
             job = self._prepare(delivery, options, counts)
@@ -481,7 +469,7 @@ class EndpointConsumer:
     def _check_limits(self, options: RunOptions, counts: _Counts) -> None:
         if options.handled_message_limit is not None and counts.messages >= options.handled_message_limit:
             self._stop_reason = self._stop_reason or "handled message limit reached"
-        if options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+        if options.memory_limit is not None and rss_megabytes() >= options.memory_limit:
             self._stop_reason = self._stop_reason or "memory limit reached"
 
     def _consume_concurrently(
@@ -521,7 +509,7 @@ class EndpointConsumer:
                 if delivery is None:
                     if options.finish_when_no_messages and not in_hand:
                         self._stop_reason = "no more messages"
-                    elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+                    elif options.memory_limit is not None and rss_megabytes() >= options.memory_limit:
                         self._stop_reason = "memory limit reached"
                     continue
                 job = self._prepare(delivery, options, counts)
@@ -887,23 +875,10 @@ class EndpointConsumer:
             self._dedup_warned_until = now + 30.0
             log.warning("endpoint %r: the deduplication store failed (%s); handling goes on without it", self.name, exc)
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self._stop_reason is not None:
-                log.warning("second signal %s: stopping now; the message in hand stays on the broker", name)
-                raise KeyboardInterrupt
-            log.warning("signal %s: stopping after the current message (a second signal stops at once)", name)
-            self.stop(f"signal {name}")
-
-        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    def _signals(self) -> AbstractContextManager[None]:
+        return stopping_on_signals(
+            self.stop,
+            lambda: self._stop_reason is not None,
+            "the current message",
+            "the message in hand stays on the broker",
+        )

@@ -202,7 +202,10 @@ class MessagingContainer:
                 f"{self._source}: consume: channel {amqp_endpoint!r} has the name of this service's AMQP endpoint; "
                 "rename the channel"
             )
-        return [Channel(name, table[name].url or s.transport.url, name in s.consume) for name in order]
+        return [
+            Channel(name, table[name].url or s.transport.url, name in s.consume, table[name].stream, s.service_name)
+            for name in order
+        ]
 
     def _transport_of(self, url: str) -> BaseTransport:
         """The transport on broker ``url``: the ``transport`` one, or one per other URL (built on first use)."""

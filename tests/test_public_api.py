@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 import typing
 from collections.abc import Iterator
 from types import ModuleType
@@ -96,3 +98,23 @@ def test_every_modules_all_is_sorted_and_defined() -> None:
         names = list(module.__all__)
         assert names == sorted(names), module.__name__
         assert [name for name in names if not hasattr(module, name)] == [], module.__name__
+
+
+def test_the_core_works_without_the_redis_extra() -> None:
+    """With redis-py missing, importing the package and building a Service Map container with a stream channel on
+    memory works, and only a redis:// transport says which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"
+        "import container_messaging\n"
+        "from container_messaging import ConfigurationError, MessagingContainer\n"
+        "MessagingContainer.from_dict({'service_name': 'a', 'transport': {'url': 'memory://'},\n"
+        "    'service_map': {'channels': {'in_a': None}, 'commands': {'a': 'in_a'}}, 'consume': ['in_a']})\n"
+        "container = MessagingContainer.from_dict({'transport': {'url': 'redis://127.0.0.1:6379/0'}})\n"
+        "try:\n"
+        "    container.transport\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "pip install 'container-messaging[redis]'" in done.stdout

@@ -118,9 +118,9 @@ class ExchangeRoute(Route):
 
 class ServiceMapRoute(Route):
     """Ecotone's Distributed Bus with Service Map: the map picks the channel of a command's or message's target, or
-    the channels an event goes to, and each copy is put on the channel's queue (``send_to_queue``), on the broker
-    that channel lives on. An event no channel wants is dropped, or, with ``events_mandatory``, an
-    :class:`UnroutableMessageError`."""
+    the channels an event goes to, and each copy is put on the channel's queue (``send_to_queue``), or appended once
+    to an event stream channel, on the broker that channel lives on (:meth:`Channels.send`). An event no channel
+    wants is dropped, or, with ``events_mandatory``, an :class:`UnroutableMessageError`."""
 
     mode = "service map"
 
@@ -146,9 +146,7 @@ class ServiceMapRoute(Route):
     def publish(self, messages: Sequence[tuple[Address, OutboundMessage]]) -> None:
         for address, message in messages:
             for channel in address.channels:
-                self._channels.prepare(channel)
-                queue = self._channels.get(channel).queue
-                self._channels.transport(channel).send_to_queue(queue, attrs.evolve(message, routing_key=queue))
+                self._channels.send(channel, message)
 
 
 class DistributedBus:

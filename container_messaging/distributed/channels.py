@@ -6,6 +6,11 @@ broker's default exchange (``send_to_queue``): no exchange and no bindings, so a
 the same name is backed by the same RabbitMQ queue reads and writes the same messages. A channel the service only
 sends to is *send-only*: never listed, never consumed.
 
+A channel may be an *event stream* (``stream``, on Redis): each event is appended to it once (``append_to_stream``),
+and each service consuming it reads it in a consumer group named after the service, keeping its own position. Its
+endpoint's queue is the service's subscription (``<channel>@<service>``): its delayed retries, replays and dead
+letter are this service's alone.
+
 :class:`Channels` knows every channel of one container and the transport of each; the container creates the
 transports (one per distinct URL) and hands them in through ``transport_of``.
 """
@@ -13,32 +18,46 @@ transports (one per distinct URL) and hands them in through ``transport_of``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import attrs
 
 from container_messaging.errors import ConfigurationError, EndpointError
 from container_messaging.redaction import mask_url
-from container_messaging.transports.base import BaseTransport, EndpointTopology
+from container_messaging.transports.base import BaseTransport, EndpointTopology, OutboundMessage
+from container_messaging.transports.redis.keys import subscription_queue
 
-__all__ = ["CHANNEL_EXCHANGE", "Channel", "Channels"]
+__all__ = ["CHANNEL_EXCHANGE", "Channel", "Channels", "StreamTransport"]
 
 #: A channel's endpoint has no exchange: messages reach its queue through the broker's default exchange.
 CHANNEL_EXCHANGE: Final = ""
 
 
+@runtime_checkable
+class StreamTransport(Protocol):
+    """A transport that carries event streams (Redis)."""
+
+    def append_to_stream(self, channel: str, message: OutboundMessage) -> None: ...
+
+
 @attrs.frozen
 class Channel:
-    """One message channel: its name (also its queue's), the broker URL it lives on, and whether this service
-    consumes it."""
+    """One message channel: its name (also its queue's), the broker URL it lives on, whether this service consumes
+    it, and whether it is an event stream (then ``service``, this service's name, is its consumer group)."""
 
     name: str
     url: str = attrs.field(repr=mask_url)
     consumed: bool = False
+    stream: bool = False
+    service: str | None = None
 
     @property
     def queue(self) -> str:
-        """The durable queue behind the channel: named after it."""
+        """The durable queue behind the channel: named after it; for a stream, this service's subscription."""
+        if self.stream:
+            if self.service is None:
+                raise ConfigurationError(f"consuming event stream {self.name!r} needs a service_name")
+            return subscription_queue(self.name, self.service)
         return self.name
 
     @property
@@ -87,10 +106,26 @@ class Channels:
         """The transport of channel ``name`` (shared by every channel on the same broker URL)."""
         return self._transport_of(self.get(name).url)
 
+    def send(self, name: str, message: OutboundMessage) -> None:
+        """Sends ``message`` to channel ``name``: onto its queue, or appended once to its stream."""
+        channel = self.get(name)
+        transport = self.transport(name)
+        if channel.stream:
+            if not isinstance(transport, StreamTransport):
+                raise ConfigurationError(
+                    f"channel {name!r} is an event stream, but its transport {transport!r} carries none (the outbox "
+                    "cannot carry event streams yet: put the stream on a broker URL of its own)"
+                )
+            transport.append_to_stream(name, message)
+            return
+        self.prepare(name)
+        transport.send_to_queue(channel.queue, attrs.evolve(message, routing_key=channel.queue))
+
     def prepare(self, name: str) -> None:
         """Before the first send to channel ``name``, declares its durable queue (with ``auto_declare``), so that
-        nothing sent before its consumer first ran is dropped by a broker that has no such queue yet."""
-        if not self._auto_declare or name in self._declared:
+        nothing sent before its consumer first ran is dropped by a broker that has no such queue yet. A stream
+        needs nothing: the first append creates it, and each group reads it from its start."""
+        if not self._auto_declare or name in self._declared or self.get(name).stream:
             return
         self.transport(name).setup_endpoint(self.get(name).topology)
         self._declared.add(name)

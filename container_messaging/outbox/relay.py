@@ -14,12 +14,10 @@ the batch in hand (a second signal stops at once; the batch is published again b
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Final
 
 import attrs
@@ -28,12 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from container_messaging.config import OUTBOX_ENDPOINT as RELAY_ENDPOINT
 from container_messaging.config import OutboxSettings
-from container_messaging.consumer import RunOptions, RunResult, _rss_megabytes
+from container_messaging.consumer import RunOptions, RunResult
 from container_messaging.errors import BrokerRefusedError, TransportError
 from container_messaging.outbox.errors import OutboxDatabaseError, database_error
 from container_messaging.outbox.forwarding import Forwarder
 from container_messaging.outbox.inbox import Inbox
 from container_messaging.outbox.store import OutboxStore
+from container_messaging.process import rss_megabytes, stopping_on_signals
 
 __all__ = ["OutboxRelay", "RELAY_ENDPOINT", "Retention"]
 
@@ -197,7 +196,7 @@ class OutboxRelay:
             self._stop_reason = "a publish failed (stop_on_failure)"
         elif options.handled_message_limit is not None and counts.published >= options.handled_message_limit:
             self._stop_reason = "handled message limit reached"
-        elif options.memory_limit is not None and _rss_megabytes() >= options.memory_limit:
+        elif options.memory_limit is not None and rss_megabytes() >= options.memory_limit:
             self._stop_reason = "memory limit reached"
 
     def _pause(self, seconds: float, deadline: float | None) -> None:
@@ -205,21 +204,10 @@ class OutboxRelay:
             seconds = min(seconds, max(0.0, deadline - time.monotonic()))
         self._wake.wait(seconds)
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            if self._stop_reason is not None:
-                raise KeyboardInterrupt  # second signal: stop at once; the batch in hand is published again later
-            log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
-            self.stop(f"signal {signal.Signals(signum).name}")
-
-        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    def _signals(self) -> AbstractContextManager[None]:
+        return stopping_on_signals(
+            self.stop,
+            lambda: self._stop_reason is not None,
+            "the current batch",
+            "the batch in hand is published again later",
+        )

@@ -50,8 +50,8 @@ ADAPTERS: Final[Mapping[str, tuple[str, str, str | None]]] = {
     "pyamqp": ("rabbitmq", "RabbitMqTransport", None),
     "amqp": ("rabbitmq", "RabbitMqTransport", None),
     "amqps": ("rabbitmq", "RabbitMqTransport", None),
-    "redis": ("redis", "RedisTransport", "redis"),
-    "rediss": ("redis", "RedisTransport", "redis"),
+    "redis": ("redis.adapter", "RedisTransport", "redis"),
+    "rediss": ("redis.adapter", "RedisTransport", "redis"),
     "memory": ("memory", "MemoryTransport", None),
     "embedded": ("embedded", "EmbeddedTransport", None),
 }

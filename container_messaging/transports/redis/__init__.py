@@ -28,6 +28,18 @@ consumers of a queue compete in it, each under a name of its own. What the trans
 Redis Cluster is not supported (a publish to several queues is one transaction over their keys).
 """
 
-from container_messaging.transports.redis.adapter import RedisTransport
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["RedisTransport"]
+
+
+def __getattr__(name: str) -> Any:
+    # The adapter imports redis-py (the ``redis`` extra): loaded on first use, so that the package's key names
+    # (``keys.py``, which the Service Map's channels use) never need it.
+    if name == "RedisTransport":
+        from container_messaging.transports.redis.adapter import RedisTransport  # noqa: PLC0415
+
+        return RedisTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

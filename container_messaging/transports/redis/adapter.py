@@ -22,6 +22,7 @@ from container_messaging.transports.base import Delivery, EndpointTopology, Outb
 from container_messaging.transports.options import TransportOptions
 from container_messaging.transports.redis import envelope, keys, legacy, scripts
 from container_messaging.transports.redis.receiver import ERRORS, RedisReceiver
+from container_messaging.transports.redis.streams import StreamReceiver
 
 __all__ = ["RedisTransport"]
 
@@ -110,12 +111,20 @@ class RedisTransport(BrokerTransport):
         """Nothing to declare: an exchange is its bindings."""
 
     def setup_endpoint(self, topology: EndpointTopology) -> None:
+        """Declares the queue, its dead letter queue and their groups, and the bindings; for a stream subscription's
+        queue (``keys.subscription_queue``), also the service's group on the stream, at its start (a service that
+        subscribes late reads every event the stream holds)."""
+        subscription = keys.subscription_of(topology.queue)
+
         def declare(client: redis.Redis) -> None:
             pipe = client.pipeline(transaction=False)
             for key in topology.bindings:
                 pipe.sadd(keys.bindings_key(topology.exchange), json.dumps([key, topology.queue]))
             for queue in (topology.queue, dead_letter_queue(topology.queue)):
                 pipe.xgroup_create(keys.queue_key(queue), keys.GROUP, id="0", mkstream=True)
+            if subscription is not None:
+                channel, group = subscription
+                pipe.xgroup_create(keys.stream_key(channel), group, id="0", mkstream=True)
             for result in pipe.execute(raise_on_error=False):
                 if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                     raise result
@@ -124,9 +133,23 @@ class RedisTransport(BrokerTransport):
         self._run(f"declaring queue {topology.queue!r}", declare)
 
     def queue_size(self, queue: str) -> int:
-        """The entries of ``queue`` no live consumer holds (released ones and those of gone consumers count)."""
+        """The entries of ``queue`` no live consumer holds (released ones and those of gone consumers count); for a
+        stream subscription's queue, plus the stream's entries its group has not read yet."""
+        subscription = keys.subscription_of(queue)
 
-        def size(client: redis.Redis) -> int:
+        def unread(client: redis.Redis) -> int:
+            if subscription is None:
+                return 0
+            channel, group = subscription
+            try:
+                groups = client.xinfo_groups(keys.stream_key(channel))
+            except redis.ResponseError as exc:
+                if "no such key" not in str(exc):
+                    raise
+                return 0
+            return sum(int(info.get("lag") or 0) for info in groups if _text(info["name"]) == group)
+
+        def ready(client: redis.Redis) -> int:
             key = keys.queue_key(queue)
             length = int(client.xlen(key))
             if not length:
@@ -140,7 +163,7 @@ class RedisTransport(BrokerTransport):
             alive = _alive(client, queue, {_text(holder["name"]) for holder in holders})
             return length - sum(int(holder["pending"]) for holder in holders if _text(holder["name"]) in alive)
 
-        return self._run(f"reading the size of queue {queue!r}", size)
+        return self._run(f"reading the size of queue {queue!r}", lambda client: ready(client) + unread(client))
 
     def queue_exists(self, queue: str) -> bool:
         """Whether ``queue``'s stream exists (setting the endpoint up creates it, empty)."""
@@ -152,16 +175,26 @@ class RedisTransport(BrokerTransport):
 
     def remove_endpoint(self, topology: EndpointTopology, delays: Iterable[int] = ()) -> None:
         """Deletes an endpoint's queue, its dead letter queue, its delayed copies and the exchange's bindings, with
-        every message in them (for tests and tooling)."""
+        every message in them, and a stream subscription's group (not the stream) (for tests and tooling)."""
         queues = (topology.queue, dead_letter_queue(topology.queue))
-        self._run(
-            f"deleting the keys of {topology.queue!r}",
-            lambda client: client.delete(
+        subscription = keys.subscription_of(topology.queue)
+
+        def remove(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(
                 *(keys.queue_key(queue) for queue in queues),
                 *(keys.delayed_key(queue) for queue in queues),
                 keys.bindings_key(topology.exchange),
-            ),
-        )
+            )
+            if subscription is not None:
+                pipe.xgroup_destroy(keys.stream_key(subscription[0]), subscription[1])
+            pipe.execute(raise_on_error=False)
+
+        self._run(f"deleting the keys of {topology.queue!r}", remove)
+
+    def remove_stream(self, channel: str) -> None:
+        """Deletes event stream ``channel`` with every entry and group (for tests and tooling)."""
+        self._run(f"deleting stream {channel!r}", lambda client: client.delete(keys.stream_key(channel)))
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
@@ -173,6 +206,19 @@ class RedisTransport(BrokerTransport):
         left out, and named by an UnroutableMessageError after the others were published."""
         if messages:
             self._publish(f"publishing a batch of {len(messages)} to {exchange!r}", exchange, messages)
+
+    def append_to_stream(self, channel: str, message: OutboundMessage) -> None:
+        """Appends ``message`` once to event stream ``channel``, for every group (service) that reads it, including
+        those created later (the stream is created by the first append)."""
+        what = f"appending message {message.message_id!r} to stream {channel!r}"
+        fields = envelope.encode(envelope.Envelope(message.body, dict(message.headers), message.content_type))
+        self.retrying(
+            what,
+            lambda: self._prepared(what, lambda client: None),
+            lambda prepared: self._written(
+                what, lambda client, _: client.xadd(keys.stream_key(channel), fields), prepared
+            ),
+        )
 
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
         direct = OutboundMessage(queue, message.body, message.headers, message.content_type, message.message_id)
@@ -268,6 +314,9 @@ class RedisTransport(BrokerTransport):
                 self.client().delete(*abandoned)
             except ERRORS:
                 log.debug("deleting the alive keys of lost receivers failed; they expire", exc_info=True)
+        subscription = keys.subscription_of(queue)
+        if subscription is not None:
+            return StreamReceiver(self, *subscription, prefetch_count)
         return RedisReceiver(self, queue, prefetch_count)
 
     @contextmanager

@@ -16,6 +16,9 @@ __all__ = [
     "legacy_delayed_key",
     "legacy_list_key",
     "queue_key",
+    "stream_key",
+    "subscription_of",
+    "subscription_queue",
 ]
 
 #: Every key of this transport starts with it, so that it never meets an application's keys.
@@ -25,6 +28,9 @@ GROUP: Final = "consumers"
 #: The owner of released entries (requeued, or left by a receiver that closed): no consumer has that name, and it is
 #: never alive, so the next consumer to look takes them.
 RELEASED: Final = "(released)"
+#: Joins a stream channel and a consuming service into the queue name of that service's subscription; never part of
+#: a channel or service name, so a subscription's queue never meets a queue of another kind.
+_SUBSCRIPTION: Final = "@"
 
 
 def queue_key(queue: str) -> str:
@@ -60,3 +66,20 @@ def legacy_list_key(queue: str) -> str:
 def legacy_delayed_key(queue: str) -> str:
     """Where this project kept ``queue``'s delayed copies before streams (kombu's JSON, scored in unix seconds)."""
     return f"{queue}.delayed"
+
+
+def stream_key(channel: str) -> str:
+    """The stream of event stream ``channel``: every event appended once, read by one consumer group per service."""
+    return f"{PREFIX}:stream:{channel}"
+
+
+def subscription_queue(channel: str, group: str) -> str:
+    """The queue of service ``group``'s subscription to stream ``channel``: its own entries (delayed retries,
+    replays) and, with ``.dead_letter``, its dead letter queue."""
+    return f"{channel}{_SUBSCRIPTION}{group}"
+
+
+def subscription_of(queue: str) -> tuple[str, str] | None:
+    """``(channel, group)`` when ``queue`` is a stream subscription's queue (see :func:`subscription_queue`)."""
+    channel, separator, group = queue.partition(_SUBSCRIPTION)
+    return (channel, group) if separator and channel and group else None

@@ -67,14 +67,29 @@ def _describe(action: str, subject: object) -> str:
 
 
 class RedisReceiver(Receiver):
-    """An open consumer of ``queue`` (see the module docstring)."""
+    """An open consumer of ``queue`` (see the module docstring).
 
-    def __init__(self, transport: RedisTransport, queue: str, prefetch_count: int) -> None:
+    With ``stream``, it reads that stream instead, in consumer group ``group``, and acknowledges with ``XACK`` alone
+    (other groups may still read the entry): that is a service's reader of an event stream (``streams.py``). Its
+    delayed copies and dead letters still go to ``queue``'s.
+    """
+
+    def __init__(
+        self,
+        transport: RedisTransport,
+        queue: str,
+        prefetch_count: int,
+        *,
+        stream: str | None = None,
+        group: str = keys.GROUP,
+    ) -> None:
         self.transport = transport
         self.queue = queue
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.dead: TransportError | None = None
-        self._stream = keys.queue_key(queue)
+        self._stream = stream or keys.queue_key(queue)
+        self._group = group
+        self._shared = stream is not None  # entries other groups read too: never deleted, no delayed copies moved in
         self._dead_letters = keys.queue_key(dead_letter_queue(queue))
         self._delayed = keys.delayed_key(queue)
         self._alive = keys.alive_key(queue, self.consumer)
@@ -104,7 +119,7 @@ class RedisReceiver(Receiver):
     def _open(self) -> None:
         self._client.set(self._alive, b"1", px=self._liveness_ms)  # alive before it holds anything
         try:
-            self._client.xgroup_createconsumer(self._stream, keys.GROUP, self.consumer)
+            self._client.xgroup_createconsumer(self._stream, self._group, self.consumer)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc) or "requires the key to exist" in str(exc):
                 raise TransportError(
@@ -173,9 +188,14 @@ class RedisReceiver(Receiver):
         if check:
             self._next_check = now + _CHECK_INTERVAL
         cursor, claimed, legacy_waiting = self._maintain_script(
-            keys=[self._stream, self._delayed, self._dead_letters, keys.legacy_list_key(self.queue)],
+            keys=[
+                self._stream,
+                "" if self._shared else self._delayed,
+                self._dead_letters,
+                keys.legacy_list_key(self.queue),
+            ],
             args=[
-                keys.GROUP,
+                self._group,
                 self.consumer,
                 keys.alive_prefix(self.queue),
                 int(self.transport.options.visibility_timeout * 1000),
@@ -191,7 +211,7 @@ class RedisReceiver(Receiver):
 
     def _read(self, seconds: float) -> None:
         response = self._client.xreadgroup(
-            keys.GROUP,
+            self._group,
             self.consumer,
             {self._stream: ">"},
             count=max(1, self._room - len(self._buffer)),
@@ -223,9 +243,14 @@ class RedisReceiver(Receiver):
             reason,
         )
         entry = envelope.encode(envelope.malformed(entry_id, fields, reason))
-        self._client.pipeline(transaction=True).xadd(self._dead_letters, entry).xack(
-            self._stream, keys.GROUP, entry_id
-        ).xdel(self._stream, entry_id).execute()
+        pipe = self._client.pipeline(transaction=True).xadd(self._dead_letters, entry)
+        self._acknowledge(pipe, entry_id).execute()
+
+    def _acknowledge(self, pipe: Any, entry_id: str) -> Any:
+        """Adds the acknowledgement of ``entry_id`` to ``pipe``: ``XACK``, and ``XDEL`` unless other groups read the
+        stream too."""
+        pipe.xack(self._stream, self._group, entry_id)
+        return pipe if self._shared else pipe.xdel(self._stream, entry_id)
 
     # -- settling (for RedisDelivery) ------------------------------------------------------------------------------
 
@@ -234,13 +259,11 @@ class RedisReceiver(Receiver):
         self._held.pop(delivery.entry_id, None)
 
     def ack(self, entry_id: str) -> None:
-        self._client.pipeline(transaction=True).xack(self._stream, keys.GROUP, entry_id).xdel(
-            self._stream, entry_id
-        ).execute()
+        self._acknowledge(self._client.pipeline(transaction=True), entry_id).execute()
 
     def release(self, entry_id: str) -> None:
         """Gives the entry to the released owner, in its place; this consumer looks for released entries next."""
-        self._client.xclaim(self._stream, keys.GROUP, keys.RELEASED, 0, [entry_id], justid=True)
+        self._client.xclaim(self._stream, self._group, keys.RELEASED, 0, [entry_id], justid=True)
         self._next_maintenance = self._next_check = 0.0
 
     def dead_letter(self, message: envelope.Envelope) -> None:
@@ -273,7 +296,7 @@ class RedisReceiver(Receiver):
         self._client.close()
 
     def _leave(self) -> None:
-        self._leave_script(keys=[self._stream, self._alive], args=[keys.GROUP, self.consumer, keys.RELEASED])
+        self._leave_script(keys=[self._stream, self._alive], args=[self._group, self.consumer, keys.RELEASED])
 
 
 class RedisDelivery(Delivery):

@@ -33,9 +33,9 @@ local function holds_nothing(stream, group, name)
 end
 """
 
-#: KEYS: stream, delayed set, dead letter stream, the former transport's list. ARGV: group, me, alive key prefix,
-#: lease (ms), room (entries to take at most), check ('1': look for entries of gone consumers and run-out leases),
-#: XAUTOCLAIM cursor.
+#: KEYS: stream, delayed set ('' for none), dead letter stream, the former transport's list. ARGV: group, me, alive
+#: key prefix, lease (ms), room (entries to take at most), check ('1': look for entries of gone consumers and run-out
+#: leases), XAUTOCLAIM cursor.
 MAINTAIN: Final = (
     _NOW
     + _HOLDS_NOTHING
@@ -60,7 +60,9 @@ local function fields_of(member)
   return parts
 end
 
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)) do
+-- no delayed set ('') for a stream read by several groups: its receivers' delayed copies go to a queue of their own
+local due = delayed == '' and {} or redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)
+for _, member in ipairs(due) do
   redis.call('ZREM', delayed, member)
   local fields = fields_of(member)
   if fields then
