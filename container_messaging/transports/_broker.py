@@ -16,7 +16,7 @@ from container_messaging.errors import BrokerRefusedError, ConfigurationError, T
 from container_messaging.transports.base import BaseTransport
 from container_messaging.transports.options import TransportOptions
 
-__all__ = ["MAYBE_SENT", "BrokerTransport", "causes", "publish_failure"]
+__all__ = ["BrokerTransport", "MAYBE_SENT", "causes", "publish_failure"]
 
 log = logging.getLogger("container_messaging.transport")
 
