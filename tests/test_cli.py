@@ -112,10 +112,10 @@ def _no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CONFIG_ENV, raising=False)
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    module_name = f"cli_billing_handlers_{os.getpid()}_{next(_unique)}"
-    (tmp_path / f"{module_name}.py").write_text(HANDLERS, encoding="utf-8")
+def _service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, source: str) -> Iterator[App]:
+    """The billing service on the embedded transport, scanning ``source`` written as a fresh module."""
+    module_name = f"{prefix}_{os.getpid()}_{next(_unique)}"
+    (tmp_path / f"{module_name}.py").write_text(source, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = write_config(
         tmp_path / "billing.yaml",
@@ -130,6 +130,11 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     )
     yield App(tmp_path, module_name, config)
     sys.modules.pop(module_name, None)
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    yield from _service(tmp_path, monkeypatch, "cli_billing_handlers", HANDLERS)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -624,22 +629,7 @@ class GreetingService:
 @pytest.fixture
 def greeting_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     """A service whose handler needs a Greeter that only the application's container provides."""
-    module_name = f"cli_app_{os.getpid()}_{next(_unique)}"
-    (tmp_path / f"{module_name}.py").write_text(APP_MODULE, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    config = write_config(
-        tmp_path / "billing.yaml",
-        f"""\
-        service_name: billing
-        scan: [{module_name}]
-        transport:
-          url: "embedded://"
-          data_folder: "{tmp_path / "broker"}"
-          polling_interval: 0.01
-        """,
-    )
-    yield App(tmp_path, module_name, config)
-    sys.modules.pop(module_name, None)
+    yield from _service(tmp_path, monkeypatch, "cli_app", APP_MODULE)
 
 
 def test_app_option_provides_the_handlers_dependencies(greeting_app: App, capsys: pytest.CaptureFixture[str]) -> None:
