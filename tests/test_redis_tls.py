@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +17,11 @@ from typing import Any
 import pytest
 
 from container_messaging.errors import TransportError
-from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
+from container_messaging.transports import TransportOptions, create_transport
 
 from conftest import IN_CI
 from support.rabbit_cluster import accepts_connections, free_ports
-from support.tls import CertificateFiles, make_certificates
+from support.tls import CertificateFiles, assert_round_trip, make_certificates
 
 pytestmark = pytest.mark.tls
 
@@ -87,23 +86,7 @@ def test_rediss_with_a_client_certificate_carries_a_message(
     """Over rediss:// with the test CA and the client certificate, a message published through the adapter is
     received and acknowledged."""
     transport: Any = create_transport(options(tls_redis, certificates))
-    topology = EndpointTopology(f"test.tls.{unique}", f"test_tls_{unique}", ("billing.#",))
-    message_id = str(uuid.uuid4())
-    try:
-        transport.setup_endpoint(topology)
-        transport.publish(
-            topology.exchange,
-            OutboundMessage("billing.changed", b"{}", {"id": message_id}, "application/json", message_id),
-            mandatory=True,
-        )
-        with transport.open_receiver(topology.queue, prefetch_count=1) as receiver:
-            delivery = receiver.receive(10)
-            assert delivery is not None
-            assert delivery.headers["id"] == message_id
-            delivery.ack()
-    finally:
-        transport.remove_endpoint(topology)
-        transport.close()
+    assert_round_trip(transport, unique)
 
 
 def test_rediss_without_the_client_certificate_is_an_error_pointing_at_it(

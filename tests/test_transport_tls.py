@@ -18,10 +18,10 @@ import pytest
 
 from container_messaging.errors import BrokerRefusedError, TransportError
 from container_messaging.redaction import mask_url
-from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
+from container_messaging.transports import OutboundMessage, TransportOptions, create_transport
 
 from support.rabbit_cluster import RabbitCluster, RabbitNode, free_ports, require_rabbitmq_server
-from support.tls import CertificateFiles, make_certificate_authority, make_certificates
+from support.tls import CertificateFiles, assert_round_trip, make_certificate_authority, make_certificates
 
 pytestmark = pytest.mark.tls
 
@@ -64,23 +64,7 @@ def test_amqps_with_the_ca_and_a_client_certificate_carries_a_message(
     """Over amqps:// with the test CA and the client certificate, a message published through the adapter is
     received and acknowledged."""
     transport: Any = create_transport(options(tls_node.tls_url, certificates))
-    topology = EndpointTopology(f"test.tls.{unique}", f"test_tls_{unique}", ("billing.#",))
-    message_id = str(uuid.uuid4())
-    try:
-        transport.setup_endpoint(topology)
-        transport.publish(
-            topology.exchange,
-            OutboundMessage("billing.changed", b"{}", {"id": message_id}, "application/json", message_id),
-            mandatory=True,
-        )
-        with transport.open_receiver(topology.queue, prefetch_count=1) as receiver:
-            delivery = receiver.receive(10)
-            assert delivery is not None
-            assert delivery.headers["id"] == message_id
-            delivery.ack()
-    finally:
-        transport.remove_endpoint(topology)
-        transport.close()
+    assert_round_trip(transport, unique)
 
 
 def test_a_server_certificate_from_another_ca_is_refused_with_an_error_naming_the_ca_file(

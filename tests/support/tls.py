@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import uuid
 from pathlib import Path
+from typing import Any
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from container_messaging.transports import EndpointTopology, OutboundMessage
 
 VALIDITY = datetime.timedelta(days=2)
 SERVER_DNS_NAMES = ("localhost",)
@@ -125,3 +129,25 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
     path.write_bytes(encoded)
     path.chmod(0o600)
     return path
+
+
+def assert_round_trip(transport: Any, unique: str) -> None:
+    """Publishes one message through ``transport`` to a queue of its own, receives and acknowledges it (the queue
+    is removed and the transport closed afterwards)."""
+    topology = EndpointTopology(f"test.tls.{unique}", f"test_tls_{unique}", ("billing.#",))
+    message_id = str(uuid.uuid4())
+    try:
+        transport.setup_endpoint(topology)
+        transport.publish(
+            topology.exchange,
+            OutboundMessage("billing.changed", b"{}", {"id": message_id}, "application/json", message_id),
+            mandatory=True,
+        )
+        with transport.open_receiver(topology.queue, prefetch_count=1) as receiver:
+            delivery = receiver.receive(10)
+            assert delivery is not None
+            assert delivery.headers["id"] == message_id
+            delivery.ack()
+    finally:
+        transport.remove_endpoint(topology)
+        transport.close()
