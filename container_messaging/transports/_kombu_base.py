@@ -86,15 +86,34 @@ def _describe(action: str, subject: object) -> str:
 @attrs.define(eq=False)
 class PublishRequest:
     """One caller's messages for the publisher (one ``publish``, ``publish_many`` or ``send_to_queue``), and what
-    became of them: ``error`` None once they were all published (confirmed, with publisher confirms)."""
+    became of them: ``error`` None once they were all published (confirmed, with publisher confirms).
+
+    Its caller sleeps in :meth:`wait` until the request is finished, or until it is handed the lead of the next
+    group (``leads``); a lock of its own per request, so that finishing a group wakes exactly its callers."""
 
     exchange: str
     messages: Sequence[tuple[OutboundMessage, bool]]  # (message, mandatory)
     done: bool = False
     error: Exception | None = None
+    leads: bool = False
+    _wake: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._wake.acquire()  # held until the caller may go on: released once by finish or hand_lead
+
+    def wait(self) -> None:
+        """Sleeps until :meth:`finish` or :meth:`hand_lead`."""
+        self._wake.acquire()
 
     def finish(self, error: Exception | None) -> None:
         self.done, self.error = True, error
+        if not self.leads:  # a leader's own request: its caller is awake, leading
+            self._wake.release()
+
+    def hand_lead(self) -> None:
+        """Wakes the caller to publish the next group, its own request among it."""
+        self.leads = True
+        self._wake.release()
 
     def run(self, publish: Callable[[str, Sequence[tuple[OutboundMessage, bool]]], None]) -> None:
         """Publishes with ``publish(exchange, messages)`` and keeps its outcome for the caller."""
@@ -114,8 +133,14 @@ class KombuTransport(BrokerTransport):
     Publishing is safe from any number of threads (group commit, leader/follower): a caller queues its
     :class:`PublishRequest`; when nobody is publishing, it becomes the leader and publishes every request queued so
     far, in one go (:meth:`publish_group`: with RabbitMQ's confirms, one wait for all of them), tells each its own
-    outcome and wakes the others: those whose requests it published return, and one of the rest leads next.
+    outcome and wakes exactly those callers; the first request queued meanwhile is handed the lead of the next group.
     Nobody else touches the publisher connection meanwhile, and no extra thread is needed.
+
+    Where a group shares one wait for the broker (:meth:`gather_window` above 0), a new leader first gathers: it
+    waits, for that long at most, until as many requests are queued as the previous group had. Senders in a loop
+    come back a few at a time after their group finished; without gathering the first one back would take the
+    lead alone and the others would wait a whole extra round trip behind it (groups of 1, 15, 1, 15...). The size
+    to wait for follows the senders: a gathering that ends with fewer sets the next size to what came.
     """
 
     #: seconds between two calls of :meth:`before_poll` while a receiver waits for messages (None: never called)
@@ -132,8 +157,10 @@ class KombuTransport(BrokerTransport):
         #: held by whoever uses the publisher connection (reentrant: the leader of a group calls with_retries)
         self._publisher_lock = threading.RLock()
         self._waiting: list[PublishRequest] = []  # requests not taken by a leader yet
-        self._leading = False  # a caller publishes a group; the others wait for their turn (or their outcome)
-        self._turn = threading.Condition(threading.Lock())
+        self._leading = False  # a caller leads (gathers or publishes a group); the others sleep in their requests
+        self._turn = threading.Condition(threading.Lock())  # guards the three above; a gathering leader waits on it
+        self._group_size = 1  # requests in the previous group: how many a gathering leader waits for
+        self._gathering = False  # the leader waits on _turn for more requests
 
     # -- the adapter's hooks ---------------------------------------------------------------------------------------
 
@@ -178,6 +205,11 @@ class KombuTransport(BrokerTransport):
     def heartbeat_interval(self) -> float | None:
         """Seconds between two heartbeat checks of a consuming connection (None: no heartbeat thread)."""
         return None
+
+    def gather_window(self) -> float:
+        """Seconds a new leader may wait for more requests before it publishes its group (see the class docstring):
+        0 where each message is published on its own, without a shared wait for the broker."""
+        return 0.0
 
     def queue_arguments(self, queue: str, *, dead_letter: bool = False) -> dict[str, Any] | None:
         """The broker's arguments for an endpoint's ``queue`` (``dead_letter``: for its dead letter queue); none."""
@@ -275,24 +307,46 @@ class KombuTransport(BrokerTransport):
         request = PublishRequest(exchange, messages)
         with self._turn:
             self._waiting.append(request)
-            while self._leading and not request.done:
-                self._turn.wait()
-            if not request.done:  # nobody publishes: this caller leads, with every request queued so far
-                self._leading = True
-                group, self._waiting = self._waiting, []
-        if not request.done:
-            try:
-                with self._publisher_lock:
-                    self.publish_group(group)
-            finally:
-                for left in group:  # only when publish_group itself broke (a bug, an interrupt)
-                    if not left.done:
-                        left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+            if not self._leading:
+                self._leading = request.leads = True
+            elif self._gathering and len(self._waiting) >= self._group_size:
+                self._turn.notify()
+        if not request.leads:
+            request.wait()
+        if not request.done:  # this caller leads: its own request is among the group it takes
+            self._lead()
         if request.error is not None:
             raise request.error
+
+    def _lead(self) -> None:
+        group = self._gather()
+        try:
+            with self._publisher_lock:
+                self.publish_group(group)
+        finally:
+            for left in group:  # only when publish_group itself broke (a bug, an interrupt)
+                if not left.done:
+                    left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
+            with self._turn:
+                if self._waiting:
+                    self._waiting[0].hand_lead()
+                else:
+                    self._leading = False
+
+    def _gather(self) -> list[PublishRequest]:
+        """The requests queued so far, once as many as the previous group had are there or the gather window
+        passed (at once without a window); the next gathering waits for as many as this one took."""
+        window = self.gather_window()
+        with self._turn:
+            if window > 0 and len(self._waiting) < self._group_size:
+                deadline = time.monotonic() + window
+                self._gathering = True
+                while len(self._waiting) < self._group_size and (remaining := deadline - time.monotonic()) > 0:
+                    self._turn.wait(remaining)
+                self._gathering = False
+            group, self._waiting = self._waiting, []
+            self._group_size = len(group)
+        return group
 
     def publish_group(self, group: Sequence[PublishRequest]) -> None:
         """Publishes the requests queued meanwhile (the publisher lock is held) and finishes each with its own
