@@ -125,8 +125,8 @@ def _name(key: str | bytes) -> bytes:
 
 def _value(value: Any) -> bytes:
     if isinstance(value, str):
-        value = value.encode("utf-8", "surrogatepass")
-        return _LONG_STRING.pack(b"S", len(value)) + value
+        encoded = value.encode("utf-8", "surrogatepass")
+        return _LONG_STRING.pack(b"S", len(encoded)) + encoded
     if isinstance(value, bytes):
         return _LONG_STRING.pack(b"S", len(value)) + value
     if isinstance(value, bool):  # before int: a bool is an int
