@@ -12,6 +12,7 @@ from amqp import spec
 from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 
+from container_messaging.errors import InvalidMessageError
 from container_messaging.transports._amqp_frames import publish_frames
 
 
@@ -139,8 +140,8 @@ def test_properties_left_out_are_left_out_as_py_amqp_does() -> None:
 
 
 def test_a_routing_key_over_255_bytes_is_refused_naming_it() -> None:
-    """AMQP short strings hold 255 bytes: a longer routing key is a ValueError that says which field is too long."""
-    with pytest.raises(ValueError, match=r"routing key 'kkkk.*is 256 bytes long; AMQP allows 255 at most"):
+    """AMQP short strings hold 255 bytes: a longer routing key is an InvalidMessageError naming the field."""
+    with pytest.raises(InvalidMessageError, match=r"routing key 'kkkk.*is 256 bytes long; AMQP allows 255 at most"):
         publish_frames(
             1,
             "x",
@@ -150,6 +151,26 @@ def test_a_routing_key_over_255_bytes_is_refused_naming_it() -> None:
             content_type=None,
             content_encoding=None,
             headers=None,
+            delivery_mode=None,
+            priority=None,
+            message_id=None,
+            frame_max=131072,
+        )
+
+
+def test_a_header_value_the_wire_cannot_carry_is_refused_naming_the_header() -> None:
+    """A set inside a nested table is an InvalidMessageError naming the path of headers and the value's type."""
+    expected = r"^header 'outer': header 'inner': AMQP cannot carry a value of type set$"
+    with pytest.raises(InvalidMessageError, match=expected):
+        publish_frames(
+            1,
+            "x",
+            "y",
+            mandatory=False,
+            body=b"",
+            content_type=None,
+            content_encoding=None,
+            headers={"outer": {"inner": {1, 2}}},
             delivery_mode=None,
             priority=None,
             message_id=None,

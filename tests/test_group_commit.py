@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from container_messaging.errors import InvalidMessageError
 from container_messaging.transports._kombu_base import PublishRequest
-from container_messaging.transports.base import OutboundMessage
+from container_messaging.transports.base import EndpointTopology, OutboundMessage
 from container_messaging.transports.memory import MemoryTransport
 from container_messaging.transports.options import TransportOptions
+from container_messaging.transports.rabbitmq import RabbitMqTransport
 
 WAIT = 10.0
 
@@ -59,7 +61,8 @@ def _send(transport: _Recording, name: str, errors: list[BaseException]) -> thre
 
     def send() -> None:
         try:
-            transport.send_to_queue("group.commit", OutboundMessage("group.commit", b"{}", {}, "application/json", name))
+            message = OutboundMessage("group.commit", b"{}", {}, "application/json", name)
+            transport.send_to_queue("group.commit", message)
         except BaseException as exc:
             errors.append(exc)
 
@@ -130,3 +133,30 @@ def test_a_gathering_that_ends_short_publishes_what_came_and_waits_for_no_more_n
     _joined([_send(transport, "alone-again", errors)])
     assert transport.groups[3] == ["alone-again"]
     assert errors == []
+
+
+@pytest.mark.rabbitmq
+def test_a_sender_whose_message_the_wire_cannot_carry_fails_alone_in_its_group(amqp_url: str, unique: str) -> None:
+    """In one RabbitMQ group of three senders, the one whose header AMQP cannot encode gets that error and nothing
+    of it is sent; the other two are confirmed and arrive."""
+    transport = RabbitMqTransport(TransportOptions(url=amqp_url, confirm_publish=True))
+    queue = f"group.commit.{unique}"
+    topology = EndpointTopology(f"group.commit.{unique}", queue, ())
+    transport.setup_endpoint(topology)
+    try:
+        requests = [
+            PublishRequest("", [(OutboundMessage(queue, b"{}", {"n": n}, "application/json", f"m-{n}"), True)])
+            for n in range(3)
+        ]
+        bad_header = {"a set": {1, 2}}
+        requests[1] = PublishRequest("", [(OutboundMessage(queue, b"{}", bad_header, "application/json", "bad"), True)])
+        transport.publish_group(requests)
+        assert [request.done for request in requests] == [True, True, True]
+        assert requests[0].error is None and requests[2].error is None
+        assert isinstance(requests[1].error, InvalidMessageError)
+        assert str(requests[1].error) == "header 'a set': AMQP cannot carry a value of type set"
+        with transport.browse(queue) as deliveries:
+            assert sorted(delivery.headers["n"] for delivery in deliveries) == [0, 2]
+    finally:
+        transport.remove_endpoint(topology)
+        transport.close()

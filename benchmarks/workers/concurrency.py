@@ -1,7 +1,9 @@
 """Scenario 8, one repetition: thread-safe publishing (16 threads with confirms, ``batch(100)`` with confirms) against
-raw kombu's single-thread publish without confirms; the consumer against a raw kombu consumer (confirms off, like
-for like); a 10 ms I/O-bound handler (plain and coroutine) at concurrency 16 against 1; and ``run --processes 2``
-against 1 process on a CPU-bound handler (wall time of the ``container-messaging`` command, start-up included)."""
+raw kombu's single-thread publish without confirms, and against raw kombu publishing 16 or 100 messages per confirm
+wait (the most the broker gives any client that waits for its confirms that way); the consumer against a raw kombu
+consumer (confirms off, like for like); a 10 ms I/O-bound handler (plain and coroutine) at concurrency 16 against 1;
+and ``run --processes 2`` against 1 process on a CPU-bound handler (wall time of the ``container-messaging``
+command, start-up included)."""
 
 from __future__ import annotations
 
@@ -69,6 +71,39 @@ def raw_publish(url: str, queue: str, count: int) -> float:
         result = rate(count, send)
     purge(url, queue)
     return result
+
+
+def raw_confirmed(url: str, exchange: str, routing_key: str, count: int, per_wait: int) -> float:
+    """Raw kombu (its py-amqp channel), one thread, confirms on: ``per_wait`` messages published the way the
+    framework publishes them (persistent, mandatory, on its topic exchange), then one wait for all their confirms,
+    and again. By hand, what group commit does for ``per_wait`` senders each waiting for its own confirm, and what
+    ``batch(per_wait)`` does: the broker's persistence and confirms bound it, whatever the client."""
+    acked = 0
+
+    def on_ack(tag: int, multiple: bool) -> None:
+        nonlocal acked
+        acked = max(acked, tag)
+
+    with connection(url) as conn:
+        channel = conn.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(on_ack)
+        body = json.dumps({"n": 1}).encode()
+
+        def send() -> None:
+            sent = 0
+            while sent < count:
+                for _ in range(per_wait):
+                    header = headers("command", "bench.noop", "bench", routing_key)
+                    message = channel.prepare_message(
+                        body, 0, "application/json", "binary", header, {"delivery_mode": 2, "message_id": header["id"]}
+                    )
+                    channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=True)
+                sent += per_wait
+                while acked < sent:
+                    conn.drain_events(timeout=30)
+
+        return rate(count // per_wait * per_wait, send)
 
 
 def fw_threads(bus: DistributedBus, service: str, count: int, threads: int) -> float:
@@ -212,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["threads16_confirms"] = fw_threads(bus, service, count, 16)
         purge(url, queue)
         figures["batch100_confirms"] = fw_batches(bus, service, count, 100)
+        purge(url, queue)
+        figures["raw_confirmed16"] = raw_confirmed(url, exchange, service, count, 16)
+        figures["raw_confirmed100"] = raw_confirmed(url, exchange, service, count, 100)
         purge(url, queue)
 
         preload(fast_bus, service, "bench.noop", count)

@@ -6,8 +6,9 @@ The bytes are the ones py-amqp writes for the same message (``tests/test_amqp_fr
 fifth of the cost: py-amqp encodes every property and every header value through a generic format interpreter and
 writes each message with a system call of its own. That cost is most of the publisher's time (benchmarks/, scenario
 8, ``batch(100)``). Header values of the common types (str, bytes, bool, int, float, None, tables and arrays of
-them) are encoded here; any other type goes through py-amqp's own table writer, so what py-amqp accepts or refuses
-stays the same.
+them) are encoded here; any other type goes through py-amqp's own table writer, so what py-amqp accepts stays the
+same. What the wire cannot carry (a short string over 255 bytes, a value of another type) is an
+:class:`~container_messaging.errors.InvalidMessageError` naming the field or the header.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from struct import Struct
 from typing import Any, Final
 
 from amqp import serialization
+
+from container_messaging.errors import InvalidMessageError
 
 __all__ = ["publish_frames"]
 
@@ -97,7 +100,9 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
 def _short_string(value: str, what: str) -> bytes:
     encoded = value.encode("utf-8", "surrogatepass")
     if len(encoded) > 255:
-        raise ValueError(f"the {what} {value[:80]!r}... is {len(encoded)} bytes long; AMQP allows 255 at most")
+        raise InvalidMessageError(
+            f"the {what} {value[:80]!r}... is {len(encoded)} bytes long; AMQP allows 255 at most"
+        )
     return bytes((len(encoded),)) + encoded
 
 
@@ -109,7 +114,10 @@ def _table(table: Mapping[Any, Any]) -> bytes:
         if name is None:
             name = _name(key)
         parts.append(name)
-        parts.append(_value(value))
+        try:
+            parts.append(_value(value))
+        except InvalidMessageError as exc:
+            raise InvalidMessageError(f"header {key!r}: {exc}") from None
     data = b"".join(parts)
     return _LONG.pack(len(data)) + data
 
@@ -144,7 +152,10 @@ def _value(value: Any) -> bytes:
     if isinstance(value, list | tuple):
         data = b"".join(_value(item) for item in value)
         return b"A" + _LONG.pack(len(data)) + data
-    # anything else (Decimal, datetime...) exactly as py-amqp writes it, or refused as py-amqp refuses it
+    # anything else (Decimal, datetime...) exactly as py-amqp writes it, or refused where py-amqp refuses it
     out = BytesIO()
-    serialization._write_item(value, out.write, [])  # py-amqp's table item writer: its one encoder for these types
+    try:
+        serialization._write_item(value, out.write, [])  # py-amqp's table item writer: its one encoder for these
+    except ValueError:
+        raise InvalidMessageError(f"AMQP cannot carry a value of type {type(value).__name__}") from None
     return out.getvalue()

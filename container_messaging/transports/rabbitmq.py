@@ -135,7 +135,7 @@ class _Batch:
     """What the broker said so far about the messages of one batch, across attempts (by index): one
     ``publish_many``, or the requests of several callers published together (group commit)."""
 
-    messages: Sequence[tuple[str, OutboundMessage, bool]]  # (exchange, message, mandatory)
+    messages: list[tuple[str, OutboundMessage, bool]]  # (exchange, message, mandatory)
     sent: set[int] = attrs.Factory(set)
     confirmed: set[int] = attrs.Factory(set)
     #: refused by the broker (nack) in the latest attempt; published again by the next one
@@ -143,14 +143,25 @@ class _Batch:
     returned: list[tuple[str, str]] = attrs.Factory(list)  # (routing key, message id)
     #: delivery tag -> index, for the publishes of the current attempt the broker has not confirmed yet
     unconfirmed: dict[int, int] = attrs.Factory(dict)
+    #: the messages of each sender, when the batch is several senders' (group commit): a sender with a message the
+    #: wire cannot carry is left out with its error (``refused``) and the others are published; a batch of one
+    #: sender (no ``senders``) is refused whole instead
+    senders: list[range] = attrs.Factory(list)
+    refused: dict[int, Exception] = attrs.Factory(dict)
 
     @classmethod
     def of(cls, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> _Batch:
         return cls([(exchange, message, mandatory) for message, mandatory in messages])
 
+    def add(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> range:
+        """Adds one sender's messages; their indexes."""
+        start = len(self.messages)
+        self.messages += [(exchange, message, mandatory) for message, mandatory in messages]
+        return range(start, len(self.messages))
+
     def pending(self) -> list[int]:
-        """The messages the broker has not confirmed (the nacked ones included)."""
-        return [i for i in range(len(self.messages)) if i not in self.confirmed]
+        """The messages the broker has not confirmed (the nacked ones included), but those the wire cannot carry."""
+        return [i for i in range(len(self.messages)) if i not in self.confirmed and i not in self.refused]
 
     def on_ack(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple, self.confirmed)
@@ -410,7 +421,9 @@ class RabbitMqTransport(KombuTransport):
         if not self.options.confirm_publish or len(group) == 1:
             super().publish_group(group)
             return
-        batch = _Batch([(r.exchange, message, mandatory) for r in group for message, mandatory in r.messages])
+        batch = _Batch([])
+        senders = [batch.add(request.exchange, request.messages) for request in group]
+        batch.senders = senders
         failure: TransportError | None = None
         try:
             self._with_retries(
@@ -420,10 +433,7 @@ class RabbitMqTransport(KombuTransport):
         except TransportError as exc:
             failure = exc
         returned = {message_id for _, message_id in batch.returned}
-        start = 0
-        for request in group:
-            own = range(start, start + len(request.messages))
-            start = own.stop
+        for request, own in zip(group, senders, strict=True):
             request.finish(self._outcome(request, batch, own, returned, failure))
 
     def _outcome(
@@ -433,9 +443,12 @@ class RabbitMqTransport(KombuTransport):
         own: range,
         returned: set[str],
         failure: TransportError | None,
-    ) -> TransportError | None:
+    ) -> Exception | None:
         """One caller's error in a group (None: its messages were all confirmed and routed)."""
         exchange = request.exchange
+        refused = [batch.refused[i] for i in own if i in batch.refused]
+        if refused:  # nothing of this caller's was sent
+            return refused[0]
         if failure is not None and not set(own) <= batch.confirmed:
             if len(own) == 1:
                 message = batch.messages[own.start][1]
@@ -467,8 +480,7 @@ class RabbitMqTransport(KombuTransport):
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
-        pending = batch.pending()
-        frames = [self._frames(channel.channel_id, connection.frame_max, *batch.messages[i]) for i in pending]
+        frames = self._encode(batch, channel.channel_id, connection.frame_max)
         batch.unconfirmed.clear()  # delivery tags count again from 1 on a new channel
         batch.nacked.clear()  # published again now
         channel.events["basic_ack"].add(batch.on_ack)
@@ -476,7 +488,7 @@ class RabbitMqTransport(KombuTransport):
         self._returned.clear()
         try:
             chunk = bytearray()
-            for index, encoded in zip(pending, frames, strict=True):
+            for index, encoded in frames.items():
                 self._published += 1
                 batch.unconfirmed[self._published] = index
                 batch.sent.add(index)
@@ -491,6 +503,20 @@ class RabbitMqTransport(KombuTransport):
             channel.events["basic_ack"].discard(batch.on_ack)
             channel.events["basic_nack"].discard(batch.on_nack)
             batch.returned += self._returned  # the broker confirms a message after returning it
+
+    def _encode(self, batch: _Batch, channel: int, frame_max: int) -> dict[int, bytes]:
+        """The frames of each message of ``batch`` still to publish, by index. In a group, a sender with a message
+        the wire cannot carry is refused alone (none of its messages is sent); one sender's batch is refused whole."""
+        frames: dict[int, bytes] = {}
+        for sender in batch.senders or [range(len(batch.messages))]:
+            pending = [i for i in sender if i not in batch.confirmed and i not in batch.refused]
+            try:
+                frames |= {i: self._frames(channel, frame_max, *batch.messages[i]) for i in pending}
+            except Exception as error:
+                if not batch.senders:
+                    raise
+                batch.refused |= dict.fromkeys(sender, error)
+        return frames
 
     @staticmethod
     def _frames(channel: int, frame_max: int, exchange: str, message: OutboundMessage, mandatory: bool) -> bytes:
