@@ -125,54 +125,35 @@ def test_a_body_is_cut_into_frames_as_py_amqp_cuts_it(size: int) -> None:
     assert ours == expected
 
 
+#: no property at all: each test sets the ones it needs
+BARE: dict[str, Any] = {
+    "content_type": None,
+    "content_encoding": None,
+    "headers": None,
+    "delivery_mode": None,
+    "priority": None,
+    "message_id": None,
+}
+
+
+def _bare(routing_key: str = "y", **properties: Any) -> bytes:
+    """The frames of a one-byte message to exchange ``x`` with ``properties`` alone."""
+    return publish_frames(1, "x", routing_key, mandatory=False, body=b"b", frame_max=131072, **(BARE | properties))
+
+
 def test_properties_left_out_are_left_out_as_py_amqp_does() -> None:
     """A message with no content type, encoding, headers, priority or id: only the delivery mode is written."""
-    arguments: dict[str, Any] = {
-        "content_type": None,
-        "content_encoding": None,
-        "headers": None,
-        "delivery_mode": 2,
-        "priority": None,
-        "message_id": None,
-    }
-    ours = publish_frames(1, "x", "y", mandatory=False, body=b"b", frame_max=131072, **arguments)
-    assert ours == _py_amqp(1, "x", "y", False, 131072, body=b"b", delivery_mode=2)
+    assert _bare(delivery_mode=2) == _py_amqp(1, "x", "y", False, 131072, body=b"b", delivery_mode=2)
 
 
 def test_a_routing_key_over_255_bytes_is_refused_naming_it() -> None:
     """AMQP short strings hold 255 bytes: a longer routing key is an InvalidMessageError naming the field."""
     with pytest.raises(InvalidMessageError, match=r"routing key 'kkkk.*is 256 bytes long; AMQP allows 255 at most"):
-        publish_frames(
-            1,
-            "x",
-            "k" * 256,
-            mandatory=False,
-            body=b"",
-            content_type=None,
-            content_encoding=None,
-            headers=None,
-            delivery_mode=None,
-            priority=None,
-            message_id=None,
-            frame_max=131072,
-        )
+        _bare("k" * 256)
 
 
 def test_a_header_value_the_wire_cannot_carry_is_refused_naming_the_header() -> None:
     """A set inside a nested table is an InvalidMessageError naming the path of headers and the value's type."""
     expected = r"^header 'outer': header 'inner': AMQP cannot carry a value of type set$"
     with pytest.raises(InvalidMessageError, match=expected):
-        publish_frames(
-            1,
-            "x",
-            "y",
-            mandatory=False,
-            body=b"",
-            content_type=None,
-            content_encoding=None,
-            headers={"outer": {"inner": {1, 2}}},
-            delivery_mode=None,
-            priority=None,
-            message_id=None,
-            frame_max=131072,
-        )
+        _bare(headers={"outer": {"inner": {1, 2}}})

@@ -77,16 +77,22 @@ def _joined(threads: list[threading.Thread]) -> None:
         assert not thread.is_alive(), f"{thread.name} is still sending"
 
 
+def _behind_a_leader(transport: _Recording, names: list[str], errors: list[BaseException]) -> None:
+    """A sender called "first" publishes a group of its own and is held there while ``names`` queue behind it; then
+    it is released and every sender returns."""
+    first = _send(transport, "first", errors)
+    _wait_until(lambda: len(transport.groups) == 1, "the first sender publishes")
+    others = [_send(transport, name, errors) for name in names]
+    _wait_until(lambda: len(transport._waiting) == len(names), f"{len(names)} senders queue behind the leader")
+    transport.release.set()
+    _joined([first, *others])
+
+
 def test_requests_queued_while_a_group_is_published_go_out_together_in_the_next_group(transport: _Recording) -> None:
     """While the leader publishes its group, five more senders queue; the first of them is handed the lead and
     publishes all five as one group, and every sender returns without error."""
     errors: list[BaseException] = []
-    first = _send(transport, "first", errors)
-    _wait_until(lambda: len(transport.groups) == 1, "the first sender publishes")
-    others = [_send(transport, f"other-{n}", errors) for n in range(5)]
-    _wait_until(lambda: len(transport._waiting) == 5, "five senders queue behind the leader")
-    transport.release.set()
-    _joined([first, *others])
+    _behind_a_leader(transport, [f"other-{n}" for n in range(5)], errors)
     assert errors == []
     assert transport.groups[0] == ["first"]
     assert sorted(transport.groups[1]) == [f"other-{n}" for n in range(5)]
@@ -95,12 +101,7 @@ def test_requests_queued_while_a_group_is_published_go_out_together_in_the_next_
 
 def _groups_of_one_then_three(transport: _Recording, errors: list[BaseException]) -> None:
     """Publishes a group of one, then a group of three, so that the next leader gathers three."""
-    first = _send(transport, "first", errors)
-    _wait_until(lambda: len(transport.groups) == 1, "the first sender publishes")
-    three = [_send(transport, f"three-{n}", errors) for n in range(3)]
-    _wait_until(lambda: len(transport._waiting) == 3, "three senders queue behind the leader")
-    transport.release.set()
-    _joined([first, *three])
+    _behind_a_leader(transport, [f"three-{n}" for n in range(3)], errors)
     assert [len(group) for group in transport.groups] == [1, 3]
 
 
