@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import select
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
 import kombu
-from amqp.exceptions import MessageNacked
+from amqp.exceptions import MessageNacked, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu import Queue
 
@@ -72,6 +73,9 @@ _AT_LEAST_ONCE: Final = {"x-dead-letter-strategy": "at-least-once", "x-overflow"
 ACK_EVERY: Final = 10
 #: How many bytes a consumer's connection reads at once (py-amqp's frames are cut from them).
 _READ_SIZE: Final = 65536
+#: An AMQP frame: type (octet), channel (short), payload size (long), the payload, then the frame-end octet 0xCE.
+_FRAME_HEADER: Final = struct.Struct(">BHI")
+_FRAME_END: Final = 0xCE
 
 
 def delay_queue(queue: str, delay_ms: int) -> str:
@@ -637,7 +641,7 @@ class RabbitMqReceiver(KombuReceiver):
 
     Each of the three makes the consumer's rate (benchmarks, scenario 8): py-amqp's ``basic_consume`` hands each
     message to :meth:`_on_delivery`, which makes the :class:`RabbitMqDelivery` from it (kombu's Consumer would wrap it
-    in a kombu Message first); a plain TCP connection reads its frames out of one large read (:class:`_BufferedRecv`)
+    in a kombu Message first); a plain TCP connection cuts its frames out of one large read (:class:`_Frames`)
     instead of three system calls per frame, and waits with ``poll`` rather than switching the socket's timeout twice
     per frame; one ``basic.ack`` with ``multiple`` acknowledges several handled messages.
 
@@ -663,10 +667,8 @@ class RabbitMqReceiver(KombuReceiver):
         self.producer = kombu.Producer(self.channel)
         self._amqp = self._connection.connection  # py-amqp's connection
         transport = self._amqp.transport
-        self._recv: _BufferedRecv | None = None
-        if isinstance(transport, TCPTransport):
-            # py-amqp internal: TCPTransport._read takes its bytes from ``_quick_recv`` (the socket's recv)
-            self._recv = transport._quick_recv = _BufferedRecv(transport._quick_recv)
+        self._frames = _Frames(transport) if isinstance(transport, TCPTransport) else None
+        self._on_frame = self._amqp.on_inbound_frame  # py-amqp's frame handler: it dispatches whole methods
         self._ready = _readiness(transport.sock)
         if consume:
             self.channel.basic_qos(0, prefetch_count, False)
@@ -680,21 +682,24 @@ class RabbitMqReceiver(KombuReceiver):
     def _wait(self, seconds: float) -> None:
         """Reads what the broker sends until a whole method arrived (a delivery, mostly) or ``seconds`` passed;
         the deferred acknowledgements are sent first whenever there is nothing to read."""
-        amqp, recv, ready = self._amqp, self._recv, self._ready
+        frames, ready, on_frame = self._frames, self._ready, self._on_frame
         deadline = time.monotonic() + seconds
         while True:
-            if not ((recv is not None and recv.holds()) or ready(0.0)):
+            if not ((frames is not None and frames.holds()) or ready(0.0)):
                 if self._acks.deferred:
                     self.flush_acks()
                 left = deadline - time.monotonic()
                 if left <= 0 or not ready(left):
                     return
             try:
-                # Plain TCP: the socket stays blocking, each read bounded by its receive timeout (see _BufferedRecv).
-                # TLS: py-amqp sets a timeout on the socket for the read.
-                if amqp.blocking_read(None if recv is not None else max(deadline - time.monotonic(), 0.001)):
-                    return
+                if frames is not None:  # plain TCP: see _Frames
+                    frame = frames.read_frame()
+                else:  # TLS: py-amqp reads with a timeout set on the socket
+                    with self._amqp.transport.having_timeout(max(deadline - time.monotonic(), 0.001)):
+                        frame = self._amqp.transport.read_frame()
             except TimeoutError:
+                return
+            if on_frame(frame):
                 return
 
     def acknowledge(self, tag: int) -> None:
@@ -733,26 +738,48 @@ class RabbitMqReceiver(KombuReceiver):
         super().close()
 
 
-class _BufferedRecv:
-    """The ``recv`` py-amqp reads a plain TCP connection with: it asks for a frame's header, payload and end
-    separately, exactly sized; each is cut from one large read instead of costing a system call.
+class _Frames:
+    """How a consumer reads a plain TCP connection: py-amqp reads each frame's header, payload and end with a
+    system call each (three per frame, nine per message); here one large read holds many frames, and
+    :meth:`read_frame` cuts a whole frame out of it, or leaves the frame to py-amqp's ``read_frame``, whose reads
+    (:meth:`recv`, in place of the socket's) take what is left in the large read first.
 
     The socket is blocking with a receive timeout (py-amqp's ``read_timeout``); a read that times out raises
     ``TimeoutError`` (``socket.timeout``), as on a socket with a timeout, so that py-amqp keeps a partial frame and
-    gives up (it would retry a bare ``EAGAIN`` in the middle of a frame for ever)."""
+    gives up (it would retry a bare ``EAGAIN`` in the middle of a frame for ever).
 
-    __slots__ = ("_at", "_data", "_recv")
+    py-amqp internals, needed here alone: ``TCPTransport._quick_recv`` (what its reads call) and ``_read_buffer``
+    (a partial frame it kept after a timeout: while it holds one, py-amqp reads the next frame)."""
 
-    def __init__(self, recv: Callable[[int], bytes]) -> None:
-        self._recv = recv
+    __slots__ = ("_at", "_data", "_recv", "_transport")
+
+    def __init__(self, transport: TCPTransport) -> None:
+        self._transport = transport
+        self._recv: Callable[[int], bytes] = transport._quick_recv
         self._data = b""
         self._at = 0
+        transport._quick_recv = self.recv
 
     def holds(self) -> bool:
         """Whether bytes read from the socket wait here."""
         return self._at < len(self._data)
 
-    def __call__(self, size: int) -> bytes:
+    def read_frame(self) -> tuple[int, int, bytes]:
+        """The next frame: ``(type, channel, payload)``, as py-amqp's ``read_frame`` gives it."""
+        data, at = self._data, self._at
+        if len(data) - at > 7 and not self._transport._read_buffer:
+            kind, channel, size = _FRAME_HEADER.unpack_from(data, at)
+            end = at + 7 + size
+            if end < len(data):  # the whole frame is here, its end octet included
+                if data[end] != _FRAME_END:
+                    raise UnexpectedFrame(f"Received frame_end {data[end]:#04x} while expecting 0xce")
+                self._at = end + 1
+                return kind, channel, data[at + 7 : end]
+        frame: tuple[int, int, bytes] = self._transport.read_frame()
+        return frame
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes: what the last large read left, else a new large read."""
         at = self._at
         data = self._data
         if at < len(data):

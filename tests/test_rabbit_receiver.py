@@ -1,7 +1,7 @@
-"""The RabbitMQ consumer's acknowledgements, sent in groups (``RabbitMqReceiver``, ``DeferredAcks``): which
-``basic.ack`` frames go out and when, and, on the broker on 127.0.0.1:5672 behind a proxy a test can cut, that an
-idle receiver holds nothing handled unacknowledged and that a delivery in hand is never acknowledged by another's
-``multiple`` acknowledgement."""
+"""The RabbitMQ consumer (``RabbitMqReceiver``): its frames, cut out of large reads, and its acknowledgements, sent
+in groups (``DeferredAcks``): which ``basic.ack`` frames go out and when, and, on the broker on 127.0.0.1:5672 behind
+a proxy a test can cut, that an idle receiver holds nothing handled unacknowledged and that a delivery in hand is
+never acknowledged by another's ``multiple`` acknowledgement."""
 
 from __future__ import annotations
 
@@ -133,3 +133,31 @@ def test_out_of_order_acknowledgements_leave_the_delivery_in_hand_unacknowledged
     assert receiver.receive(0.2) is None
     _crash(receiver, proxy, transport, topology.queue)
     assert _ids_on(transport, topology.queue) == [ids[0]]
+
+
+def test_messages_of_every_size_arrive_whole_and_in_order(
+    amqp_url: str, broker: tuple[Any, EndpointTopology, TcpProxy]
+):
+    """Small messages many to a read, and bodies larger than a read and than a frame (split by the broker), mixed,
+    arrive with their exact bodies and headers, in the order they were published."""
+    transport, topology, proxy = broker
+    sizes = [2, 70_000, *([10] * 50), 300_000, *([100] * 50), 131_072, 5]
+    sent = []
+    for n, size in enumerate(sizes):
+        message_id = str(uuid.uuid4())
+        body = bytes([n % 256]) * size
+        sent.append((body, {"id": message_id, "n": n}))
+        transport.publish(
+            topology.exchange,
+            OutboundMessage("billing.changed", body, {"id": message_id, "n": n}, "application/json", message_id),
+            mandatory=True,
+        )
+    receiver = _proxied_receiver(proxy, amqp_url, topology.queue)
+    received = []
+    for _ in sizes:
+        delivery = receiver.receive(WAIT)
+        assert delivery is not None, f"{len(received)} of {len(sizes)} arrived"
+        received.append((delivery.body, delivery.headers))
+        delivery.ack()
+    receiver.close()
+    assert received == sent
