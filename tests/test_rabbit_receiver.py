@@ -5,6 +5,8 @@ never acknowledged by another's ``multiple`` acknowledgement."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,9 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from amqp.transport import TCPTransport
 
 from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
-from container_messaging.transports.rabbitmq import DeferredAcks, RabbitMqReceiver
+from container_messaging.transports.rabbitmq import DeferredAcks, RabbitMqReceiver, _Frames
 
 from support.proxy import TcpProxy
 
@@ -47,6 +50,31 @@ def test_a_multiple_acknowledgement_stops_below_the_lowest_delivery_in_hand():
     acks.received(7)
     acks.acknowledge(7)
     assert acks.flush() == [(7, True)]
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", kind, channel, len(payload)) + payload + b"\xce"
+
+
+def test_a_frame_that_stops_halfway_times_out_and_is_read_whole_once_the_rest_arrives():
+    """Frames cut from one read come out whole; a frame whose rest does not come within the socket's receive
+    timeout raises TimeoutError (no endless retry), and once the rest arrives it is read whole, then the next."""
+    ours, broker_end = socket.socketpair()
+    with ours, broker_end:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50_000))  # py-amqp's read_timeout
+        transport = TCPTransport("127.0.0.1:5672")
+        transport.sock = ours
+        transport._setup_transport()
+        frames = _Frames(transport)
+        first, second, third = _frame(1, 1, b"method"), _frame(3, 1, b"x" * 1000), _frame(8, 0, b"")
+        broker_end.sendall(first + second[:500])
+        assert frames.read_frame() == (1, 1, b"method")
+        with pytest.raises(TimeoutError):
+            frames.read_frame()
+        broker_end.sendall(second[500:] + third)
+        assert frames.read_frame() == (3, 1, b"x" * 1000)
+        assert frames.read_frame() == (8, 0, b"")
+        assert not frames.holds()
 
 
 @pytest.fixture
