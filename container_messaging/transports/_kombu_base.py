@@ -540,6 +540,11 @@ class KombuReceiver(Receiver):
     def _on_message(self, message: Any) -> None:
         self._buffer.append(KombuDelivery(message, self))
 
+    def _cancel_consumer(self) -> None:
+        """Stops the broker sending more (from inside :meth:`exclusively`)."""
+        if self._consumer is not None:
+            self._consumer.cancel()
+
     def send(
         self, queue: str, body: bytes, headers: Mapping[str, Any], content_type: str | None, **options: Any
     ) -> None:
@@ -558,6 +563,8 @@ class KombuReceiver(Receiver):
         )
 
     def receive(self, timeout: float) -> Delivery | None:
+        if self._buffer:  # prefetched already: no clock, no wait
+            return self._buffer.popleft()
         deadline = time.monotonic() + timeout
         while not self._buffer:
             remaining = deadline - time.monotonic()
@@ -585,8 +592,7 @@ class KombuReceiver(Receiver):
             try:
                 while self._buffer:  # prefetched, never handed out: back to the queue
                     self._buffer.popleft().requeue()
-                if self._consumer is not None:
-                    self.exclusively("cancelling the consumer of", self.queue, self._consumer.cancel)
+                self.exclusively("cancelling the consumer of", self.queue, self._cancel_consumer)
             except TransportError:
                 log.warning(
                     "closing the consumer of %r failed; the broker redelivers what was not acknowledged",
