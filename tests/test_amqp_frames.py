@@ -13,7 +13,7 @@ from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 
 from container_messaging.errors import InvalidMessageError
-from container_messaging.transports._amqp_frames import publish_frames
+from container_messaging.transports.rabbitmq.frames import publish_frames
 
 
 class _Sink:

@@ -17,7 +17,8 @@ import pytest
 from amqp.transport import TCPTransport
 
 from container_messaging.transports import EndpointTopology, OutboundMessage, TransportOptions, create_transport
-from container_messaging.transports.rabbitmq import DeferredAcks, RabbitMqReceiver, _Frames
+from container_messaging.transports.rabbitmq import DeferredAcks, RabbitMqReceiver
+from container_messaging.transports.rabbitmq.frames import FrameReader
 
 from support.proxy import TcpProxy
 
@@ -65,7 +66,7 @@ def test_a_frame_that_stops_halfway_times_out_and_is_read_whole_once_the_rest_ar
         transport = TCPTransport("127.0.0.1:5672")
         transport.sock = ours
         transport._setup_transport()
-        frames = _Frames(transport)
+        frames = FrameReader(transport)
         first, second, third = _frame(1, 1, b"method"), _frame(3, 1, b"x" * 1000), _frame(8, 0, b"")
         broker_end.sendall(first + second[:500])
         assert frames.read_frame() == (1, 1, b"method")

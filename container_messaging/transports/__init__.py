@@ -4,7 +4,7 @@ by URL scheme.
 =================  ==============================  ==========================================
 scheme             adapter                         module
 =================  ==============================  ==========================================
-pyamqp amqp amqps  :class:`RabbitMqTransport`      ``rabbitmq.py``
+pyamqp amqp amqps  :class:`RabbitMqTransport`      ``rabbitmq/`` (through py-amqp)
 redis rediss       :class:`RedisTransport`         ``redis/`` (streams, through redis-py)
 memory             :class:`MemoryTransport`        ``memory.py``
 embedded           :class:`EmbeddedTransport`      ``embedded/`` (adapter and its SQLite broker)
@@ -47,9 +47,9 @@ __all__ = [
 
 #: URL scheme -> (module of this package, adapter class, the extra that installs what it needs)
 ADAPTERS: Final[Mapping[str, tuple[str, str, str | None]]] = {
-    "pyamqp": ("rabbitmq", "RabbitMqTransport", None),
-    "amqp": ("rabbitmq", "RabbitMqTransport", None),
-    "amqps": ("rabbitmq", "RabbitMqTransport", None),
+    "pyamqp": ("rabbitmq.adapter", "RabbitMqTransport", None),
+    "amqp": ("rabbitmq.adapter", "RabbitMqTransport", None),
+    "amqps": ("rabbitmq.adapter", "RabbitMqTransport", None),
     "redis": ("redis.adapter", "RedisTransport", "redis"),
     "rediss": ("redis.adapter", "RedisTransport", "redis"),
     "memory": ("memory", "MemoryTransport", None),

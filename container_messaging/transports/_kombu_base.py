@@ -2,7 +2,7 @@
 own connection handing out one Delivery at a time); broker errors are mapped to TransportError as ``_broker.py``
 says.
 
-An adapter (``rabbitmq.py``, ``memory.py``, ``embedded/``) subclasses :class:`KombuTransport` and
+An adapter (``rabbitmq/``, ``memory.py``, ``embedded/``) subclasses :class:`KombuTransport` and
 fills in its hooks: how to connect (:meth:`~KombuTransport.new_connection`), how to publish and route
 (:meth:`~KombuTransport.publish_once`), how to requeue, delay and dead-letter a delivery, what counts as a refusal
 for good, and what its tests need to see (:meth:`~KombuTransport.waiting_for_delay`,

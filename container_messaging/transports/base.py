@@ -1,7 +1,7 @@
 """The transport port: what the framework needs of a broker, and nothing of kombu.
 
 A transport declares topology, publishes :class:`OutboundMessage` s, and opens a :class:`Receiver` on a queue that
-hands out :class:`Delivery` s one at a time. There is one adapter per broker in this package (``rabbitmq.py``,
+hands out :class:`Delivery` s one at a time. There is one adapter per broker in this package (``rabbitmq/``,
 ``redis/``, ``memory.py``, ``embedded/``); kombu, redis-py and socket exceptions are mapped to
 :class:`~container_messaging.errors.TransportError` at this boundary (a refusal for good, such as bad credentials,
 to :class:`~container_messaging.errors.BrokerRefusedError`).

@@ -1,31 +1,38 @@
-"""The frames of one AMQP 0-9-1 ``basic.publish`` (method, content header, body frames), encoded here for the
-RabbitMQ adapter's pipelined publishing (``rabbitmq.py``: a batch, or a group of concurrent senders, written to the
-socket in one go).
+"""AMQP 0-9-1 frames, written and read here rather than by py-amqp, where its per-frame cost is most of the
+RabbitMQ adapter's time (benchmarks/, scenario 8).
 
-The bytes are the ones py-amqp writes for the same message (``tests/test_amqp_frames.py`` compares them), at about a
-fifth of the cost: py-amqp encodes every property and every header value through a generic format interpreter and
-writes each message with a system call of its own. That cost is most of the publisher's time (benchmarks/, scenario
-8, ``batch(100)``). Header values of the common types (str, bytes, bool, int, float, None, tables and arrays of
-them) are encoded here; any other type goes through py-amqp's own table writer, so what py-amqp accepts stays the
-same. What the wire cannot carry (a short string over 255 bytes, a value of another type) is an
+Writing: :func:`publish_frames` encodes one ``basic.publish`` (method, content header, body frames) for the
+adapter's batches and groups, written to the socket in one go. The bytes are the ones py-amqp writes for the same
+message (``tests/test_amqp_frames.py`` compares them), at about a third of the cost: py-amqp encodes every property
+and every header value through a generic format interpreter and writes each message with a system call of its own.
+Header values of the common types (str, bytes, bool, int, float, None, tables and arrays of them) are encoded here;
+any other type goes through py-amqp's own table writer, so what py-amqp accepts stays the same. What the wire cannot
+carry (a short string over 255 bytes, a value of another type) is an
 :class:`~container_messaging.errors.InvalidMessageError` naming the field or the header.
+
+Reading: :class:`FrameReader` cuts a consumer's frames out of one large read of its socket, where py-amqp makes
+three system calls per frame; py-amqp still decodes the methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from struct import Struct
 from typing import Any, Final
 
 from amqp import serialization
+from amqp.exceptions import UnexpectedFrame
+from amqp.transport import TCPTransport
 
 from container_messaging.errors import InvalidMessageError
 
-__all__ = ["publish_frames"]
+__all__ = ["FrameReader", "publish_frames"]
 
+#: A frame: type (octet), channel (short), payload size (long), the payload, then the frame-end octet 0xCE.
 _FRAME_HEAD: Final = Struct(">BHI")
-_FRAME_END: Final = b"\xce"
+_FRAME_END_OCTET: Final = 0xCE
+_FRAME_END: Final = bytes((_FRAME_END_OCTET,))
 _METHOD_FRAME, _HEADER_FRAME, _BODY_FRAME = 1, 2, 3
 #: the frame header and the frame end octet
 _FRAME_OVERHEAD: Final = 8
@@ -159,3 +166,66 @@ def _value(value: Any) -> bytes:
     except ValueError:
         raise InvalidMessageError(f"AMQP cannot carry a value of type {type(value).__name__}") from None
     return out.getvalue()
+
+
+#: How many bytes a consumer's connection reads at once (py-amqp's frames are cut from them).
+_READ_SIZE: Final = 65536
+
+
+
+class FrameReader:
+    """How a consumer reads a plain TCP connection: py-amqp reads each frame's header, payload and end with a
+    system call each (three per frame, nine per message); here one large read holds many frames, and
+    :meth:`read_frame` cuts a whole frame out of it, or leaves the frame to py-amqp's ``read_frame``, whose reads
+    (:meth:`recv`, in place of the socket's) take what is left in the large read first.
+
+    The socket is blocking with a receive timeout (py-amqp's ``read_timeout``); a read that times out raises
+    ``TimeoutError`` (``socket.timeout``), as on a socket with a timeout, so that py-amqp keeps a partial frame and
+    gives up (it would retry a bare ``EAGAIN`` in the middle of a frame for ever).
+
+    py-amqp internals, needed here alone: ``TCPTransport._quick_recv`` (what its reads call) and ``_read_buffer``
+    (a partial frame it kept after a timeout: while it holds one, py-amqp reads the next frame)."""
+
+    __slots__ = ("_at", "_data", "_recv", "_transport")
+
+    def __init__(self, transport: TCPTransport) -> None:
+        self._transport = transport
+        self._recv: Callable[[int], bytes] = transport._quick_recv
+        self._data = b""
+        self._at = 0
+        transport._quick_recv = self.recv
+
+    def holds(self) -> bool:
+        """Whether bytes read from the socket wait here."""
+        return self._at < len(self._data)
+
+    def read_frame(self) -> tuple[int, int, bytes]:
+        """The next frame: ``(type, channel, payload)``, as py-amqp's ``read_frame`` gives it."""
+        data, at = self._data, self._at
+        if len(data) - at > 7 and not self._transport._read_buffer:
+            kind, channel, size = _FRAME_HEAD.unpack_from(data, at)
+            end = at + 7 + size
+            if end < len(data):  # the whole frame is here, its end octet included
+                if data[end] != _FRAME_END_OCTET:
+                    raise UnexpectedFrame(f"Received frame_end {data[end]:#04x} while expecting 0xce")
+                self._at = end + 1
+                return kind, channel, data[at + 7 : end]
+        frame: tuple[int, int, bytes] = self._transport.read_frame()
+        return frame
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes: what the last large read left, else a new large read."""
+        at = self._at
+        data = self._data
+        if at < len(data):
+            end = at + size
+            self._at = end
+            return data[at:end]
+        try:
+            data = self._recv(max(size, _READ_SIZE))
+        except BlockingIOError as exc:  # EAGAIN: the socket's receive timeout
+            raise TimeoutError("timed out") from exc
+        if len(data) <= size:
+            return data
+        self._data, self._at = data, size
+        return data[:size]
