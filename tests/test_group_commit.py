@@ -3,6 +3,8 @@ senders of the previous group (on the memory transport, with the group publishin
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +68,7 @@ def _send(transport: _Recording, name: str, errors: list[BaseException]) -> thre
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=send, name=name)
+    thread = threading.Thread(target=send, name=name, daemon=True)  # a stuck sender must not hold up pytest
     thread.start()
     return thread
 
@@ -134,6 +136,42 @@ def test_a_gathering_that_ends_short_publishes_what_came_and_waits_for_no_more_n
     _joined([_send(transport, "alone-again", errors)])
     assert transport.groups[3] == ["alone-again"]
     assert errors == []
+
+
+class _Interrupted(Exception):
+    """What the test's signal handler raises in the main thread."""
+
+
+def test_a_sender_interrupted_while_it_waits_leaves_the_others_going(transport: _Recording) -> None:
+    """The main thread, first in line behind a leader, is interrupted by a signal while it waits: it raises, its
+    message is never published, and the two senders queued behind it are still published (the lead is not handed
+    to a caller that is gone)."""
+    errors: list[BaseException] = []
+    first = _send(transport, "first", errors)
+    _wait_until(lambda: len(transport.groups) == 1, "the first sender publishes")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    def signal_once_queued() -> None:
+        _wait_until(lambda: len(transport._waiting) == 1, "the main thread queues")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        threading.Thread(target=signal_once_queued, daemon=True).start()
+        message = OutboundMessage("group.commit", b"{}", {}, "application/json", "interrupted")
+        with pytest.raises(_Interrupted):
+            transport.send_to_queue("group.commit", message)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    others = [_send(transport, f"other-{n}", errors) for n in range(2)]
+    _wait_until(lambda: len(transport._waiting) == 2, "two senders queue behind the leader")
+    transport.release.set()
+    _joined([first, *others])
+    assert errors == []
+    assert sorted(transport.groups[1]) == ["other-0", "other-1"]
+    assert "interrupted" not in [name for group in transport.groups for name in group]
 
 
 @pytest.mark.rabbitmq

@@ -157,7 +157,8 @@ class KombuTransport(BrokerTransport):
         #: held by whoever uses the publisher connection (reentrant: the leader of a group calls with_retries)
         self._publisher_lock = threading.RLock()
         self._waiting: list[PublishRequest] = []  # requests not taken by a leader yet
-        self._leading = False  # a caller leads (gathers or publishes a group); the others sleep in their requests
+        #: the request whose caller leads (gathers or publishes a group); the others sleep in their requests
+        self._leader: PublishRequest | None = None
         self._turn = threading.Condition(threading.Lock())  # guards the three above; a gathering leader waits on it
         self._group_size = 1  # requests in the previous group: how many a gathering leader waits for
         self._gathering = False  # the leader waits on _turn for more requests
@@ -303,35 +304,42 @@ class KombuTransport(BrokerTransport):
 
     def submit(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
         """Publishes ``messages`` (from any thread) and returns once they are published, or raises what went wrong
-        with them (not with other callers' messages): see the class docstring (group commit)."""
+        with them (not with other callers' messages): see the class docstring (group commit). A caller interrupted
+        while it waits (a signal's exception) leaves the others going: its request is withdrawn if no leader took it
+        yet, and the lead is passed on if it was handed to it."""
         request = PublishRequest(exchange, messages)
         with self._turn:
             self._waiting.append(request)
-            if not self._leading:
-                self._leading = request.leads = True
+            if self._leader is None:
+                self._leader, request.leads = request, True
             elif self._gathering and len(self._waiting) >= self._group_size:
                 self._turn.notify()
-        if not request.leads:
-            request.wait()
-        if not request.done:  # this caller leads: its own request is among the group it takes
-            self._lead()
+        try:
+            if not request.leads:
+                request.wait()
+            if not request.done:  # this caller leads: its own request is among the group it takes
+                self._lead()
+        finally:
+            with self._turn:
+                if request in self._waiting:  # interrupted before a leader took it: never published
+                    self._waiting.remove(request)
+                if self._leader is request:
+                    self._leader = self._waiting[0] if self._waiting else None
+                    if self._leader is not None:
+                        self._leader.hand_lead()
         if request.error is not None:
             raise request.error
 
     def _lead(self) -> None:
-        group = self._gather()
+        group: list[PublishRequest] = []
         try:
+            group = self._gather()
             with self._publisher_lock:
                 self.publish_group(group)
         finally:
             for left in group:  # only when publish_group itself broke (a bug, an interrupt)
                 if not left.done:
                     left.finish(TransportError(f"publishing to {left.exchange!r} was interrupted: not sent"))
-            with self._turn:
-                if self._waiting:
-                    self._waiting[0].hand_lead()
-                else:
-                    self._leading = False
 
     def _gather(self) -> list[PublishRequest]:
         """The requests queued so far, once as many as the previous group had are there or the gather window
@@ -341,9 +349,11 @@ class KombuTransport(BrokerTransport):
             if window > 0 and len(self._waiting) < self._group_size:
                 deadline = time.monotonic() + window
                 self._gathering = True
-                while len(self._waiting) < self._group_size and (remaining := deadline - time.monotonic()) > 0:
-                    self._turn.wait(remaining)
-                self._gathering = False
+                try:
+                    while len(self._waiting) < self._group_size and (remaining := deadline - time.monotonic()) > 0:
+                        self._turn.wait(remaining)
+                finally:
+                    self._gathering = False
             group, self._waiting = self._waiting, []
             self._group_size = len(group)
         return group
