@@ -9,11 +9,11 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, NoReturn, TypeVar
 
 from container_messaging.errors import BrokerRefusedError, ConfigurationError, TransportError, UnroutableMessageError
-from container_messaging.transports.base import BaseTransport
+from container_messaging.transports.base import BaseTransport, OutboundMessage
 from container_messaging.transports.options import TransportOptions
 
 __all__ = ["BrokerTransport", "MAYBE_SENT", "causes", "publish_failure"]
@@ -140,4 +140,18 @@ class BrokerTransport(BaseTransport):
         return (
             f"no queue is bound to routing key {routing_key!r} on exchange {exchange!r} ({self.description}): "
             "is the destination service's consumer set up (container-messaging setup / run)?"
+        )
+
+    def unroutable_among(
+        self, exchange: str, unrouted: Sequence[OutboundMessage], of: int, *, outcome: str
+    ) -> UnroutableMessageError:
+        """The error for the messages ``unrouted`` of a batch of ``of`` that no queue received (``outcome``: what
+        became of them, e.g. ``"were returned"``); a batch of one gets :meth:`unroutable`'s message."""
+        if of == 1:
+            return UnroutableMessageError(self.unroutable(exchange, unrouted[0].routing_key))
+        keys = ", ".join(sorted({repr(message.routing_key) for message in unrouted}))
+        return UnroutableMessageError(
+            f"{len(unrouted)} of {of} messages {outcome}: no queue is bound to routing key {keys} on exchange "
+            f"{exchange!r} ({self.description}): {[message.message_id for message in unrouted]}; the others were "
+            "published"
         )

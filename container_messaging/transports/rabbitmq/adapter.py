@@ -256,13 +256,10 @@ class RabbitMqTransport(KombuTransport):
             )
         except TransportError as exc:
             raise type(exc)(f"{exc}. {batch.report()}") from exc
-        if batch.returned:
-            keys = ", ".join(sorted({repr(key) for key, _ in batch.returned}))
-            raise UnroutableMessageError(
-                f"{len(batch.returned)} of {len(messages)} messages were returned: no queue is bound to routing key "
-                f"{keys} on exchange {exchange!r} ({self.description}): {[i for _, i in batch.returned]}; the others "
-                "were published"
-            )
+        returned = {message_id for _, message_id in batch.returned}
+        if returned:
+            unrouted = [message for message, _ in messages if message.message_id in returned]
+            raise self.unroutable_among(exchange, unrouted, len(messages), outcome="were returned")
 
     def gather_window(self) -> float:
         """With publisher confirms, as long as the previous group took (its confirm round trip, at most
@@ -320,16 +317,7 @@ class RabbitMqTransport(KombuTransport):
                 what = f"publishing a batch of {len(own)} to {exchange!r}"
             return type(failure)(f"{what}: {failure}. {batch.report(own)}")
         unrouted = [message for _, message, _ in batch.messages[own.start : own.stop] if message.message_id in returned]
-        if not unrouted:
-            return None
-        if len(own) == 1:
-            return UnroutableMessageError(self.unroutable(exchange, unrouted[0].routing_key))
-        keys = ", ".join(sorted({repr(message.routing_key) for message in unrouted}))
-        return UnroutableMessageError(
-            f"{len(unrouted)} of {len(own)} messages were returned: no queue is bound to routing key {keys} on "
-            f"exchange {exchange!r} ({self.description}): {[m.message_id for m in unrouted]}; the others were "
-            "published"
-        )
+        return self.unroutable_among(exchange, unrouted, len(own), outcome="were returned") if unrouted else None
 
     def _publish_batch(self, producer: kombu.Producer, batch: Batch) -> None:
         """Publishes the messages of ``batch`` the broker has not confirmed yet, then waits for their confirms (one

@@ -260,14 +260,7 @@ class RedisTransport(BrokerTransport):
                 raise type(exc)(f"{exc}. {_batch_report(exc, [m for m, _ in messages])}") from exc
             raise
         if unroutable:
-            if len(messages) == 1:
-                raise UnroutableMessageError(self.unroutable(exchange, unroutable[0].routing_key))
-            routing_keys = ", ".join(sorted({repr(message.routing_key) for message in unroutable}))
-            raise UnroutableMessageError(
-                f"{len(unroutable)} of {len(messages)} messages were not published: no queue is bound to routing key "
-                f"{routing_keys} on exchange {exchange!r} ({self.description}): "
-                f"{[message.message_id for message in unroutable]}; the others were published"
-            )
+            raise self.unroutable_among(exchange, unroutable, len(messages), outcome="were not published")
 
     def _prepared(self, what: str, route: Callable[[redis.Redis], P]) -> tuple[redis.Redis, P]:
         try:
