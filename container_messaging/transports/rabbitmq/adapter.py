@@ -12,7 +12,7 @@ import kombu
 from amqp.exceptions import MessageNacked
 from kombu import Queue
 
-from container_messaging.errors import BrokerRefusedError, TransportError, UnroutableMessageError
+from container_messaging.errors import BrokerRefusedError, InvalidMessageError, TransportError, UnroutableMessageError
 from container_messaging.redaction import mask_url
 from container_messaging.transports._broker import causes
 from container_messaging.transports._kombu_base import (
@@ -363,7 +363,7 @@ class RabbitMqTransport(KombuTransport):
             pending = [i for i in sender if i not in batch.confirmed and i not in batch.refused]
             try:
                 frames |= {i: self._frames(channel, frame_max, *batch.messages[i]) for i in pending}
-            except Exception as error:
+            except InvalidMessageError as error:
                 if not batch.senders:
                     raise
                 batch.refused |= dict.fromkeys(sender, error)
