@@ -68,7 +68,8 @@ class HandlerDefinitionError(MessagingError):
 
 class InvalidMessageError(MessagingError):
     """The distributed bus refused to send a message that no consumer could take: a routing key or destination
-    that can never match, or a reserved header in the metadata (the message names the argument or the header).
+    that can never match, or a reserved header in the metadata (the message names the argument or the header); or
+    the RabbitMQ transport could not encode it (a header value AMQP cannot carry, a name over 255 bytes).
     A content type no consumer accepts is an :class:`UnsupportedMediaTypeError`."""
 
 
