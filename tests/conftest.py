@@ -1,4 +1,5 @@
-"""Shared fixtures: broker URLs (real RabbitMQ and Redis), transport configurations, handler modules on disk."""
+"""Shared fixtures: broker URLs (real RabbitMQ and Redis), transport configurations, handler modules on disk, and
+for the TLS tests their certificates and a RabbitMQ node with an AMQPS listener."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from container_messaging.transports import EndpointTopology
 from container_messaging.transports.memory import MemoryTransport
+
+if TYPE_CHECKING:  # imported in the fixtures: support.rabbit_cluster reads this module's IN_CI
+    from support.rabbit_cluster import RabbitNode
+    from support.tls import CertificateFiles
 
 AMQP_URL = os.environ.get("CONTAINER_MESSAGING_AMQP_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("CONTAINER_MESSAGING_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -133,3 +138,23 @@ def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     for top in created:
         for module in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
             del sys.modules[module]
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    """A test CA and the server and client certificates it signed (tests/support/tls.py), for one test module."""
+    from support.tls import make_certificates
+
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory: pytest.TempPathFactory, certificates: CertificateFiles) -> Iterator[RabbitNode]:
+    """One RabbitMQ node whose AMQPS listener verifies peers and refuses clients without a certificate."""
+    from support.rabbit_cluster import RabbitCluster, require_rabbitmq_server
+
+    require_rabbitmq_server()
+    folder = tmp_path_factory.mktemp("rabbit-tls")
+    with RabbitCluster(folder, size=1, tls=certificates, require_client_certificate=True) as started:
+        sys.stderr.write(f"\n{started!r} with TLS: booted in {started.boot_seconds:.1f} s\n")
+        yield started.nodes[0]

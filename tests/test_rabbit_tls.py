@@ -8,8 +8,6 @@ Run alone with ``pytest -m tls``."""
 from __future__ import annotations
 
 import ssl
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +15,10 @@ import kombu
 import pytest
 from kombu.exceptions import OperationalError
 
-from support.rabbit_cluster import RabbitCluster, RabbitNode, require_rabbitmq_server
-from support.tls import CertificateFiles, make_certificate_authority, make_certificates
+from support.rabbit_cluster import RabbitNode
+from support.tls import CertificateFiles, make_certificate_authority
 
 pytestmark = pytest.mark.tls
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
-    return make_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def tls_node(tmp_path_factory: pytest.TempPathFactory, certificates: CertificateFiles) -> Iterator[RabbitNode]:
-    """One RabbitMQ node whose AMQPS listener verifies peers and refuses clients without a certificate."""
-    require_rabbitmq_server()
-    folder = tmp_path_factory.mktemp("rabbit-tls")
-    with RabbitCluster(folder, size=1, tls=certificates, require_client_certificate=True) as started:
-        sys.stderr.write(f"\n{started!r} with TLS: booted in {started.boot_seconds:.1f} s\n")
-        yield started.nodes[0]
 
 
 def tls_options(certificates: CertificateFiles, **changes: Any) -> dict[str, Any]:

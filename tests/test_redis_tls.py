@@ -21,16 +21,11 @@ from container_messaging.transports import TransportOptions, create_transport
 
 from conftest import IN_CI
 from support.rabbit_cluster import accepts_connections, free_ports
-from support.tls import CertificateFiles, assert_round_trip, make_certificates
+from support.tls import CertificateFiles, assert_round_trip
 
 pytestmark = pytest.mark.tls
 
 STARTUP_TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
-    return make_certificates(tmp_path_factory.mktemp("redis-tls"))
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,25 +18,10 @@ from container_messaging.errors import BrokerRefusedError, TransportError
 from container_messaging.redaction import mask_url
 from container_messaging.transports import OutboundMessage, TransportOptions, create_transport
 
-from support.rabbit_cluster import RabbitCluster, RabbitNode, free_ports, require_rabbitmq_server
-from support.tls import CertificateFiles, assert_round_trip, make_certificate_authority, make_certificates
+from support.rabbit_cluster import RabbitNode, free_ports
+from support.tls import CertificateFiles, assert_round_trip, make_certificate_authority
 
 pytestmark = pytest.mark.tls
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
-    return make_certificates(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def tls_node(tmp_path_factory: pytest.TempPathFactory, certificates: CertificateFiles) -> Iterator[RabbitNode]:
-    """One RabbitMQ node whose AMQPS listener verifies peers and refuses clients without a certificate."""
-    require_rabbitmq_server()
-    folder = tmp_path_factory.mktemp("rabbit-tls")
-    with RabbitCluster(folder, size=1, tls=certificates, require_client_certificate=True) as started:
-        sys.stderr.write(f"\n{started!r} with TLS: booted in {started.boot_seconds:.1f} s\n")
-        yield started.nodes[0]
 
 
 def _message() -> OutboundMessage:
