@@ -36,7 +36,7 @@ import attrs
 
 from container_messaging.invocation import Handler
 from container_messaging.messages import Message
-from container_messaging.transports.base import BaseTransport, EndpointTopology, OutboundMessage, Receiver
+from container_messaging.transports.base import BaseTransport, OutboundMessage, TransportDecorator
 
 __all__ = [
     "EndpointInfo",
@@ -208,19 +208,15 @@ def chain(middlewares: Sequence[Middleware]) -> Middleware | None:
     return MiddlewareChain(middlewares)
 
 
-class InstrumentedTransport(BaseTransport):
+class InstrumentedTransport(TransportDecorator):
     """A transport decorator that runs the ``publishing`` hook around every publish of the transport it wraps;
     everything else goes straight to that transport. Put it outermost (around an outbox, for instance), so the
     hook runs where the application sends and sees the application's context."""
 
     def __init__(self, inner: BaseTransport, middleware: Middleware) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.middleware = middleware
-        self.description = inner.description
         self.system = messaging_system(inner)
-
-    def __repr__(self) -> str:
-        return f"<InstrumentedTransport {self.inner!r}>"
 
     def __getattr__(self, name: str) -> Any:
         # what an adapter offers beyond the port (e.g. tooling methods) stays reachable
@@ -240,28 +236,7 @@ class InstrumentedTransport(BaseTransport):
             ]
             self.inner.publish_many(exchange, outbound)
 
-    def declare_exchange(self, exchange: str) -> None:
-        self.inner.declare_exchange(exchange)
-
-    def setup_endpoint(self, topology: EndpointTopology) -> None:
-        self.inner.setup_endpoint(topology)
-
-    def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
-        return self.inner.open_receiver(queue, prefetch_count=prefetch_count)
-
     def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
         # the default exchange ("") with the queue as routing key: Service Map channels, dead letter replays
         with self.middleware.publishing(self.system, "", message) as outbound:
             self.inner.send_to_queue(queue, outbound)
-
-    def browse(self, queue: str) -> AbstractContextManager[Any]:
-        return self.inner.browse(queue)
-
-    def queue_size(self, queue: str) -> int:
-        return self.inner.queue_size(queue)
-
-    def queue_exists(self, queue: str) -> bool | None:
-        return self.inner.queue_exists(queue)
-
-    def close(self) -> None:
-        self.inner.close()

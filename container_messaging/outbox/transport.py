@@ -6,20 +6,18 @@ through to the real transport unchanged. So every bus that publishes goes throug
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Any
 
 from container_messaging.outbox.unit_of_work import UnitOfWork
-from container_messaging.transports.base import BaseTransport, EndpointTopology, OutboundMessage, Receiver
+from container_messaging.transports.base import BaseTransport, OutboundMessage, TransportDecorator
 
 __all__ = ["OutboxTransport"]
 
 
-class OutboxTransport(BaseTransport):
+class OutboxTransport(TransportDecorator):
     """Wraps the real transport (``inner``): publishing inside a unit of work goes to the outbox."""
 
     def __init__(self, inner: BaseTransport, unit_of_work: UnitOfWork) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._unit_of_work = unit_of_work
         self.description = f"{inner.description} (with the outbox)"
         self._owed: set[str] = set()  # exchanges asked for inside a unit of work, declared before a direct publish
@@ -54,21 +52,3 @@ class OutboxTransport(BaseTransport):
             except BaseException:
                 self._owed.add(exchange)
                 raise
-
-    def setup_endpoint(self, topology: EndpointTopology) -> None:
-        self.inner.setup_endpoint(topology)
-
-    def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
-        return self.inner.open_receiver(queue, prefetch_count=prefetch_count)
-
-    def browse(self, queue: str) -> AbstractContextManager[Any]:
-        return self.inner.browse(queue)
-
-    def queue_size(self, queue: str) -> int:
-        return self.inner.queue_size(queue)
-
-    def queue_exists(self, queue: str) -> bool | None:
-        return self.inner.queue_exists(queue)
-
-    def close(self) -> None:
-        self.inner.close()

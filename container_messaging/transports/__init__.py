@@ -29,6 +29,7 @@ from container_messaging.transports.base import (
     EndpointTopology,
     OutboundMessage,
     Receiver,
+    TransportDecorator,
     dead_letter_queue,
 )
 from container_messaging.transports.options import TransportOptions
@@ -40,6 +41,7 @@ __all__ = [
     "EndpointTopology",
     "OutboundMessage",
     "Receiver",
+    "TransportDecorator",
     "TransportOptions",
     "create_transport",
     "dead_letter_queue",

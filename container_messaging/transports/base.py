@@ -22,6 +22,7 @@ __all__ = [
     "EndpointTopology",
     "OutboundMessage",
     "Receiver",
+    "TransportDecorator",
     "dead_letter_queue",
 ]
 
@@ -161,3 +162,45 @@ class BaseTransport(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description}>"
+
+
+class TransportDecorator(BaseTransport):
+    """A transport that wraps another (``inner``) and passes every call of the port on to it; a decorator overrides
+    what it changes (the outbox, publishing; middleware, the publishing hooks)."""
+
+    def __init__(self, inner: BaseTransport) -> None:
+        self.inner = inner
+        self.description = inner.description
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.inner!r}>"
+
+    def declare_exchange(self, exchange: str) -> None:
+        self.inner.declare_exchange(exchange)
+
+    def setup_endpoint(self, topology: EndpointTopology) -> None:
+        self.inner.setup_endpoint(topology)
+
+    def publish(self, exchange: str, message: OutboundMessage, *, mandatory: bool) -> None:
+        self.inner.publish(exchange, message, mandatory=mandatory)
+
+    def publish_many(self, exchange: str, messages: Sequence[tuple[OutboundMessage, bool]]) -> None:
+        self.inner.publish_many(exchange, messages)
+
+    def open_receiver(self, queue: str, *, prefetch_count: int) -> Receiver:
+        return self.inner.open_receiver(queue, prefetch_count=prefetch_count)
+
+    def send_to_queue(self, queue: str, message: OutboundMessage) -> None:
+        self.inner.send_to_queue(queue, message)
+
+    def browse(self, queue: str) -> AbstractContextManager[Iterable[Delivery]]:
+        return self.inner.browse(queue)
+
+    def queue_size(self, queue: str) -> int:
+        return self.inner.queue_size(queue)
+
+    def queue_exists(self, queue: str) -> bool | None:
+        return self.inner.queue_exists(queue)
+
+    def close(self) -> None:
+        self.inner.close()
