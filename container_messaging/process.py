@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["rss_megabytes", "stopping_on_signals"]
+__all__ = ["on_stop_signals", "rss_megabytes", "stopping_on_signals"]
 
 log = logging.getLogger("container_messaging.consumer")
 
@@ -47,9 +47,16 @@ def stopping_on_signals(
         log.warning("signal %s: stopping after %s (a second signal stops at once)", name, in_hand)
         stop(f"signal {name}")
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with on_stop_signals(on_signal):
+        yield
+
+
+@contextmanager
+def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM while the block runs (main thread only); the previous handlers after it."""
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)

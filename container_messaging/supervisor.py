@@ -24,6 +24,7 @@ from typing import Final
 import attrs
 
 from container_messaging.errors import ConfigurationError
+from container_messaging.process import on_stop_signals
 
 __all__ = ["Supervisor"]
 
@@ -142,9 +143,5 @@ class Supervisor:
             self._signals.append(signum)
             self._wake.set()
 
-        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with on_stop_signals(on_signal):
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
